@@ -1,0 +1,356 @@
+"""``tracekit ingest``: trace files in, one attributed, self-describing Parquet out.
+
+Each input file is read, classified and attributed on its own (in a worker
+process when there are several), so memory is bounded by one file; the parts are
+then streamed into the output file, which appears only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tracekit import __version__
+from tracekit.attribute import attribute
+from tracekit.classify import classify_table
+from tracekit.errors import TracekitError
+from tracekit.phasemap import choose
+from tracekit.readers import KINETO_SUFFIXES, NSYS_REPORT_SUFFIXES, SQLITE_SUFFIXES, reader_for, sniff
+from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
+
+META_KEY = b"tracekit"
+TRACE_SUFFIXES = NSYS_REPORT_SUFFIXES + SQLITE_SUFFIXES + KINETO_SUFFIXES
+ROW_GROUP = 1 << 20
+
+#: progress(stage, file_index, n_files, path): stage is read/attribute/write/done.
+Progress = Callable[[str, int, int, Path], None]
+
+
+@dataclass
+class FileResult:
+    """What ingesting one input file produced (summed into the run's metadata)."""
+
+    path: str
+    format: str
+    meta: dict[str, Any]
+    part: str
+    rows: int
+    kernels: int
+    gpu_activities: int
+    ranges: int
+    ranks: list[int]
+    phase_map: dict[str, Any]
+    step_mode: str
+    kernel_ns: int
+    phased_ns: int
+    op_ns: int
+    seconds: float
+
+
+@dataclass
+class IngestResult:
+    out: Path
+    run: str
+    rows: int
+    kernels: int
+    ranks: list[int]
+    gpus: dict[str, str]
+    coverage_phase: float | None
+    coverage_op: float | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def run_label(path: Path) -> str:
+    """The default run label: the file name without its trace suffixes.
+
+    >>> run_label(Path("/x/h100_tp2.pt.trace.json.gz"))
+    'h100_tp2'
+    """
+    name = path.name
+    for suffix in (".gz", ".json", ".trace", ".pt", *NSYS_REPORT_SUFFIXES, *SQLITE_SUFFIXES):
+        name = name.removesuffix(suffix)
+    return name or path.name
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files named, plus the trace files inside named folders (sorted)."""
+    if not paths:
+        raise TracekitError("No input given: name one or more trace files or folders.")
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(TRACE_SUFFIXES)
+            )
+            if not found:
+                raise TracekitError(
+                    f"Folder {p} holds no trace files (.nsys-rep, .qdrep, .sqlite, .json, .json.gz)."
+                )
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise TracekitError(f"Input {p} does not exist.")
+    return files
+
+
+def _sum_kernel_ns(table: pa.Table, mask: pa.Array) -> int:
+    s = pc.sum(pc.filter(table.column("dur_ns"), mask)).as_py()
+    return int(s or 0)
+
+
+def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
+    """Read, classify and attribute one file; write it to ``part`` (Parquet)."""
+    t0 = time.perf_counter()
+    fmt = sniff(path)
+    raw = reader_for(fmt)(path)
+    table = raw.table
+    kinds = table.column("kind")
+    range_names = pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))).to_pylist()
+    pm = choose(phase_map, [n for n in range_names if n])
+    table = table.append_column(
+        "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
+    ) if "dur_ns" not in table.column_names else table
+    table = classify_table(table)
+    result = attribute(table, pm)
+    table = result.table
+    if "run" in table.column_names:
+        table = table.drop_columns(["run"])
+    table = table.append_column("run", pa.array(np.full(table.num_rows, run), pa.string()))
+    table = conform(table)
+    table = table.sort_by([("rank", "ascending"), ("start_ns", "ascending")])
+
+    kinds = table.column("kind")
+    is_kernel = pc.equal(kinds, "kernel")
+    kernel_ns = _sum_kernel_ns(table, is_kernel)
+    phased_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("phase"))))
+    op_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("op"))))
+    ranks = sorted(r for r in pc.unique(table.column("rank")).to_pylist() if r is not None)
+    pq.write_table(table, part, row_group_size=ROW_GROUP, compression="zstd")
+    return FileResult(
+        path=str(path),
+        format=fmt,
+        meta=raw.meta,
+        part=str(part),
+        rows=table.num_rows,
+        kernels=int(pc.sum(is_kernel).as_py() or 0),
+        gpu_activities=int(pc.sum(pc.is_in(kinds, pa.array(list(GPU_KINDS)))).as_py() or 0),
+        ranges=int(pc.sum(pc.equal(kinds, "range")).as_py() or 0),
+        ranks=ranks,
+        phase_map=pm.to_json(),
+        step_mode=result.step_mode,
+        kernel_ns=kernel_ns,
+        phased_ns=phased_ns,
+        op_ns=op_ns,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _rank_offsets(results: list[FileResult]) -> list[int]:
+    """Keep explicit ranks (and refuse duplicates); number the others by file order."""
+    offsets: list[int] = []
+    seen: dict[int, str] = {}
+    next_free = 0
+    explicit = all(r.meta.get("rank_source") == "explicit" for r in results)
+    for r in results:
+        off = 0 if explicit or len(results) == 1 else next_free - (min(r.ranks) if r.ranks else 0)
+        for rank in r.ranks:
+            if rank + off in seen:
+                raise TracekitError(
+                    f"{r.path} and {seen[rank + off]} both claim rank {rank + off}: "
+                    "ingest the files of one run together, and each run separately."
+                )
+            seen[rank + off] = r.path
+        offsets.append(off)
+        if r.ranks:
+            next_free = max(next_free, max(r.ranks) + off + 1)
+    return offsets
+
+
+def _merge(results: list[FileResult], offsets: list[int], out_tmp: Path, meta: dict[str, Any]) -> None:
+    schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
+    with pq.ParquetWriter(out_tmp, schema, compression="zstd") as writer:
+        for r, off in zip(results, offsets, strict=True):
+            pf = pq.ParquetFile(r.part)
+            for batch in pf.iter_batches(batch_size=ROW_GROUP):
+                tbl = pa.Table.from_batches([batch])
+                if off:
+                    idx = tbl.column_names.index("rank")
+                    tbl = tbl.set_column(
+                        idx, "rank", pc.add(tbl.column("rank"), pa.scalar(off, pa.int32()))
+                    )
+                writer.write_table(tbl.cast(SCHEMA), row_group_size=ROW_GROUP)
+
+
+def _share(num: int, den: int) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def ingest(
+    paths: Sequence[Path],
+    out: Path | None = None,
+    *,
+    run: str | None = None,
+    phase_map: str = "auto",
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Ingest trace files (the ranks of one run) into one Parquet file.
+
+    >>> res = ingest([Path("examples/traces/h200_tp2/tp2.sqlite.gz")])  # doctest: +SKIP
+    >>> res.coverage_phase  # doctest: +SKIP
+    0.998
+    """
+    t0 = time.perf_counter()
+    files = expand_inputs(list(paths))
+    for f in files:
+        sniff(f)  # unknown formats fail before any work
+    label = run or run_label(files[0])
+    out = Path(out) if out is not None else Path(f"{label}.parquet")
+    if out.exists() and out.is_dir():
+        raise TracekitError(f"Output {out} is a folder; name a .parquet file.")
+    if not out.parent.exists():
+        raise TracekitError(f"Output folder {out.parent} does not exist.")
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out_tmp = workdir / out.name
+    n = len(files)
+    try:
+        parts = [workdir / f"part-{i:05d}.parquet" for i in range(n)]
+        n_jobs = max(1, min(jobs or (os.cpu_count() or 1), n))
+        results: list[FileResult] = []
+        if n_jobs == 1:
+            for i, f in enumerate(files):
+                if progress:
+                    progress("read", i, n, f)
+                results.append(ingest_file(f, parts[i], phase_map, label))
+                if progress:
+                    progress("done", i, n, f)
+        else:
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                futs = [pool.submit(ingest_file, f, parts[i], phase_map, label) for i, f in enumerate(files)]
+                for i, fut in enumerate(futs):
+                    results.append(fut.result())
+                    if progress:
+                        progress("done", i, n, files[i])
+        offsets = _rank_offsets(results)
+
+        warnings = [w for r in results for w in r.meta.get("warnings", [])]
+        for r in results:
+            if r.gpu_activities == 0 and r.ranges == 0:
+                raise TracekitError(f"{r.path} holds neither GPU activity nor NVTX/annotation ranges.")
+            if r.gpu_activities == 0:
+                warnings.append(f"{Path(r.path).name}: no GPU activity in the trace; GPU coverage is zero.")
+            elif r.ranges == 0:
+                warnings.append(
+                    f"{Path(r.path).name}: no NVTX or annotation ranges; kernels cannot be attributed to phases."
+                )
+        kernel_ns = sum(r.kernel_ns for r in results)
+        gpus: dict[str, str] = {}
+        for r, off in zip(results, offsets, strict=True):
+            for dev, model in (r.meta.get("gpus") or {}).items():
+                gpus.setdefault(str(dev), model)
+        ranks = sorted({rk + off for r, off in zip(results, offsets, strict=True) for rk in r.ranks})
+        world = {r.meta.get("world_size") for r in results} - {None}
+        meta: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "tracekit_version": __version__,
+            "run": label,
+            "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sources": [
+                {
+                    "path": r.path,
+                    "format": r.format,
+                    "profiler": r.meta.get("profiler"),
+                    "profiler_version": r.meta.get("profiler_version"),
+                    "ranks": [rk + off for rk in r.ranks],
+                    "rank_source": r.meta.get("rank_source"),
+                    "processes": r.meta.get("processes"),
+                    "gpus": r.meta.get("gpus"),
+                    "phase_map": r.phase_map["name"],
+                    "step_mode": r.step_mode,
+                    "rows": r.rows,
+                    "kernels": r.kernels,
+                }
+                for r, off in zip(results, offsets, strict=True)
+            ],
+            "gpus": gpus,
+            "ranks": ranks,
+            "world_size": max(world) if world else (len(ranks) or None),
+            "phase_map": results[0].phase_map if results else None,
+            "coverage": {
+                "kernel_ns": kernel_ns,
+                "phase": _share(sum(r.phased_ns for r in results), kernel_ns),
+                "op": _share(sum(r.op_ns for r in results), kernel_ns),
+            },
+            "rows": sum(r.rows for r in results),
+            "kernels": sum(r.kernels for r in results),
+            "warnings": warnings,
+        }
+        if progress:
+            progress("write", n - 1, n, out)
+        _merge(results, offsets, out_tmp, meta)
+        os.replace(out_tmp, out)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    return IngestResult(
+        out=out,
+        run=label,
+        rows=meta["rows"],
+        kernels=meta["kernels"],
+        ranks=ranks,
+        gpus=gpus,
+        coverage_phase=meta["coverage"]["phase"],
+        coverage_op=meta["coverage"]["op"],
+        seconds=seconds,
+        warnings=warnings,
+        metadata=meta,
+    )
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``tracekit`` metadata of an ingested run; a clear error for other files."""
+    if not path.is_file():
+        raise TracekitError(f"Run file {path} does not exist.")
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        raise TracekitError(f"{path} is not a Parquet file.") from None
+    if META_KEY not in md:
+        raise TracekitError(f"{path} is not a tracekit run (no 'tracekit' metadata); make one with tracekit ingest.")
+    return dict(json.loads(md[META_KEY]))
+
+
+def summarize(paths: Iterable[Path]) -> dict[str, Any]:
+    """Counts per kind and rank, straight from the Parquet (used by ``info``)."""
+    import duckdb
+
+    files = [str(p) for p in paths]
+    con = duckdb.connect()
+    rel = con.sql(
+        "select kind, count(*) as events, count(distinct rank) as ranks, "
+        "sum(dur_ns) as dur_ns from read_parquet($files) group by kind order by kind",
+        params={"files": files},
+    )
+    return {row[0]: {"events": row[1], "ranks": row[2], "dur_ns": row[3]} for row in rel.fetchall()}
+
+
+def result_dict(res: IngestResult) -> dict[str, Any]:
+    d = asdict(res)
+    d["out"] = str(res.out)
+    return d
