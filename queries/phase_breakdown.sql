@@ -1,0 +1,140 @@
+-- name: phase_breakdown
+-- description: Per run, rank and phase: steps, wall time per step, GPU busy time,
+--   kernel time, communication time and share, GPU idle share inside steps, and
+--   kernels and launches per step. GPU work without a phase is the row
+--   phase = '(no phase)'. Phases are ordered by their first GPU activity.
+-- column: run  run label
+-- column: rank  process rank
+-- column: phase  phase of the step that launched the work; '(no phase)' = unattributed
+-- column: steps  step instances of the phase on this rank (step ranges, else distinct step numbers of its GPU work)
+-- column: wall_ms_mean  wall time per step, mean (ms): duration of the step range on the CPU thread
+-- column: wall_ms_p50  wall time per step, median (ms)
+-- column: wall_ms_p90  wall time per step, 90th percentile (ms)
+-- column: wall_ms_p99  wall time per step, 99th percentile (ms)
+-- column: gpu_busy_ms  busy time (ms): length of the union of the phase's kernel, memcpy and memset intervals, per device, summed over the rank's devices
+-- column: kernel_ms  kernel time (ms): sum of dur_ns of the phase's kernels (overlapping streams count twice)
+-- column: copy_ms  memcpy and memset time (ms): sum of their dur_ns
+-- column: comm_ms  communication kernel time (ms): sum of dur_ns of kernels with category 'communication'
+-- column: comm_pct  comm_ms as a share of kernel_ms (%)
+-- column: gpu_idle_pct  GPU idle share inside steps (%): 100 × (1 − busy / GPU span), both summed over the phase's steps; GPU span of a step = first start to last end of its activities on a device
+-- column: kernels_per_step  kernels per step (count)
+-- column: launches_per_step  launching API calls per step (distinct correlation ids of the step's GPU work; a CUDA graph launch counts once)
+WITH gpu AS (
+    SELECT run, rank, device, COALESCE(phase, '(no phase)') AS phase, step, kind, category,
+           pid, correlation, start_ns, end_ns, dur_ns
+    FROM events
+    WHERE kind IN ('kernel', 'memcpy', 'memset')
+),
+-- The step range is the outermost range row that carries a (phase, step).
+step_rows AS (
+    SELECT run, rank, phase, step, start_ns, end_ns
+    FROM events
+    WHERE kind = 'range' AND phase IS NOT NULL AND step IS NOT NULL
+    QUALIFY COALESCE(depth, 0) = MIN(COALESCE(depth, 0)) OVER (PARTITION BY run, rank, phase, step)
+),
+step_wall AS (
+    SELECT run, rank, phase, step, MAX(end_ns) - MIN(start_ns) AS wall_ns
+    FROM step_rows
+    GROUP BY run, rank, phase, step
+),
+wall AS (
+    SELECT run, rank, phase, COUNT(*) AS range_steps,
+           AVG(wall_ns) AS mean_ns,
+           quantile_cont(wall_ns, 0.5) AS p50_ns,
+           quantile_cont(wall_ns, 0.9) AS p90_ns,
+           quantile_cont(wall_ns, 0.99) AS p99_ns
+    FROM step_wall
+    GROUP BY run, rank, phase
+),
+-- Busy time: merge overlapping intervals (gaps and islands) per device and phase.
+phase_reach AS (
+    SELECT run, rank, device, phase, start_ns, end_ns,
+           MAX(end_ns) OVER (
+               PARTITION BY run, rank, device, phase ORDER BY start_ns, end_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
+    FROM gpu
+),
+phase_islands AS (
+    SELECT run, rank, device, phase, start_ns, end_ns,
+           SUM(CASE WHEN reach_ns IS NULL OR start_ns > reach_ns THEN 1 ELSE 0 END) OVER (
+               PARTITION BY run, rank, device, phase ORDER BY start_ns, end_ns
+               ROWS UNBOUNDED PRECEDING) AS island
+    FROM phase_reach
+),
+busy AS (
+    SELECT run, rank, phase, SUM(island_ns) AS busy_ns
+    FROM (
+        SELECT run, rank, device, phase, island, MAX(end_ns) - MIN(start_ns) AS island_ns
+        FROM phase_islands
+        GROUP BY run, rank, device, phase, island
+    )
+    GROUP BY run, rank, phase
+),
+-- The same merge per step, for the idle share inside each step's GPU span.
+step_reach AS (
+    SELECT run, rank, device, phase, step, start_ns, end_ns,
+           MAX(end_ns) OVER (
+               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
+    FROM gpu
+    WHERE step IS NOT NULL
+),
+step_islands AS (
+    SELECT run, rank, device, phase, step, start_ns, end_ns,
+           SUM(CASE WHEN reach_ns IS NULL OR start_ns > reach_ns THEN 1 ELSE 0 END) OVER (
+               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
+               ROWS UNBOUNDED PRECEDING) AS island
+    FROM step_reach
+),
+step_busy AS (
+    SELECT run, rank, device, phase, step,
+           SUM(island_ns) AS busy_ns, MAX(island_end) - MIN(island_start) AS span_ns
+    FROM (
+        SELECT run, rank, device, phase, step, island,
+               MIN(start_ns) AS island_start, MAX(end_ns) AS island_end,
+               MAX(end_ns) - MIN(start_ns) AS island_ns
+        FROM step_islands
+        GROUP BY run, rank, device, phase, step, island
+    )
+    GROUP BY run, rank, device, phase, step
+),
+idle AS (
+    SELECT run, rank, phase, 100.0 * (1 - SUM(busy_ns) / SUM(span_ns)) AS idle_pct
+    FROM step_busy
+    GROUP BY run, rank, phase
+),
+totals AS (
+    SELECT run, rank, phase,
+           MIN(start_ns) AS first_ns,
+           COUNT(DISTINCT step) AS gpu_steps,
+           COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel'), 0) AS kernel_ns,
+           COALESCE(SUM(dur_ns) FILTER (WHERE kind <> 'kernel'), 0) AS copy_ns,
+           COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel' AND category = 'communication'), 0) AS comm_ns,
+           COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels,
+           COUNT(DISTINCT [pid, correlation]) FILTER (WHERE correlation IS NOT NULL) AS launches
+    FROM gpu
+    GROUP BY run, rank, phase
+),
+joined AS (
+    SELECT t.*, w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, b.busy_ns, i.idle_pct,
+           COALESCE(NULLIF(w.range_steps, 0), t.gpu_steps) AS steps
+    FROM totals t
+    LEFT JOIN wall w USING (run, rank, phase)
+    LEFT JOIN busy b USING (run, rank, phase)
+    LEFT JOIN idle i USING (run, rank, phase)
+)
+SELECT run, rank, phase, steps,
+       ROUND(mean_ns / 1e6, 3) AS wall_ms_mean,
+       ROUND(p50_ns / 1e6, 3) AS wall_ms_p50,
+       ROUND(p90_ns / 1e6, 3) AS wall_ms_p90,
+       ROUND(p99_ns / 1e6, 3) AS wall_ms_p99,
+       ROUND(busy_ns / 1e6, 3) AS gpu_busy_ms,
+       ROUND(kernel_ns / 1e6, 3) AS kernel_ms,
+       ROUND(copy_ns / 1e6, 3) AS copy_ms,
+       ROUND(comm_ns / 1e6, 3) AS comm_ms,
+       ROUND(100.0 * comm_ns / NULLIF(kernel_ns, 0), 2) AS comm_pct,
+       ROUND(idle_pct, 2) AS gpu_idle_pct,
+       ROUND(kernels / NULLIF(steps, 0), 1) AS kernels_per_step,
+       ROUND(launches / NULLIF(steps, 0), 1) AS launches_per_step
+FROM joined
+ORDER BY run, rank, first_ns

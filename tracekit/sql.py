@@ -1,0 +1,546 @@
+"""The SQL library: load, list and run the shipped ``queries/*.sql`` over runs.
+
+Each query file starts with a header of ``--`` comment lines, then one SQL
+statement over a view ``events`` (one row per event, see :mod:`tracekit.schema`)::
+
+    -- name: top_kernels
+    -- description: The kernels with the most kernel time per run and phase.
+    --   Lines indented by two or more spaces continue the item above.
+    -- param: limit INTEGER 10 kernels listed per run and phase
+    -- column: kernel_ms  kernel time (ms): sum of dur_ns
+    SELECT ... WHERE rank_in_phase <= COALESCE(getvariable('limit'), 10)
+
+A parameter is read in the SQL as ``getvariable('NAME')`` with the header's default
+repeated in a ``COALESCE``, so the file runs unchanged in a plain DuckDB shell;
+:func:`run_query` binds each value with ``SET VARIABLE NAME = $value``.  A default
+of ``required`` makes the parameter mandatory.  ``column:`` lines document the
+result columns (tests check that they match what the query returns).
+
+The files ship in the wheel as the package ``tracekit.queries`` (top-level
+``queries/`` in the source tree) and are read through :mod:`importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tracekit.errors import TracekitError
+
+QUERY_PACKAGE = "tracekit.queries"
+METADATA_KEY = b"tracekit"
+FORMATS = ("table", "csv", "json", "markdown")
+
+#: Parameter types a header may declare, and how a value given as text is read.
+PARAM_TYPES = ("INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN")
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_KEY_LINE = re.compile(r"^-- ([a-z_]+):(.*)$")
+_GETVARIABLE = re.compile(r"getvariable\s*\(\s*'([^']*)'\s*\)", re.IGNORECASE)
+_TRUE = ("true", "t", "yes", "y", "1", "on")
+_FALSE = ("false", "f", "no", "n", "0", "off")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter declared by a ``-- param:`` header line."""
+
+    name: str
+    type: str
+    default: Any  # None is SQL NULL; see ``required``
+    required: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """One parsed query file."""
+
+    name: str
+    description: str
+    sql: str
+    source: str
+    params: tuple[Param, ...] = ()
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        """The first sentence of the description (for listings)."""
+        first = re.split(r"(?<=[.:])\s", self.description, maxsplit=1)[0]
+        return first.rstrip(":")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def convert(value: Any, type_: str, what: str) -> Any:
+    """Read ``value`` (text from the command line, or a Python value) as ``type_``.
+
+    >>> convert("20", "INTEGER", "parameter limit")
+    20
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().upper() == "NULL":
+        return None
+    try:
+        if type_ in ("INTEGER", "BIGINT"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if type_ == "DOUBLE":
+            return float(value)
+        if type_ == "BOOLEAN":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+    except (TypeError, ValueError):
+        raise TracekitError(f"The {what} must be {type_}, not {value!r}.") from None
+    return str(value)
+
+
+def _split_param(tail: str, where: str) -> tuple[str, str, str, str]:
+    """``NAME TYPE DEFAULT DESCRIPTION`` -> its four parts (DEFAULT may be quoted)."""
+    parts = tail.split(None, 2)
+    if len(parts) < 3:
+        raise TracekitError(
+            f"{where}: a param line needs 'NAME TYPE DEFAULT DESCRIPTION', got {tail.strip()!r}."
+        )
+    name, type_, rest = parts
+    if rest.startswith("'"):
+        end = rest.find("'", 1)
+        if end < 0:
+            raise TracekitError(f"{where}: the default of param {name!r} has no closing quote.")
+        default, description = rest[: end + 1], rest[end + 1 :]
+    else:
+        pieces = rest.split(None, 1)
+        default, description = pieces[0], (pieces[1] if len(pieces) > 1 else "")
+    return name, type_, default, description.strip()
+
+
+def _make_param(tail: str, where: str) -> Param:
+    name, type_, default_text, description = _split_param(tail, where)
+    if not _IDENT.match(name):
+        raise TracekitError(
+            f"{where}: param name {name!r} must be lower-case letters, digits and '_'."
+        )
+    type_ = type_.upper()
+    if type_ not in PARAM_TYPES:
+        raise TracekitError(
+            f"{where}: param {name!r} has type {type_!r}; use one of {', '.join(PARAM_TYPES)}."
+        )
+    if default_text == "required":
+        return Param(name, type_, None, True, description)
+    if default_text.startswith("'") and default_text.endswith("'") and len(default_text) >= 2:
+        default: Any = default_text[1:-1]
+        if type_ != "VARCHAR":
+            default = convert(default, type_, f"default of param {name!r} in {where}")
+    else:
+        default = convert(default_text, type_, f"default of param {name!r} in {where}")
+    return Param(name, type_, default, False, description)
+
+
+def parse_query(text: str, source: str) -> Query:
+    """Parse the text of one query file; errors name ``source:line``.
+
+    >>> q = parse_query("-- name: one\\n-- description: One row.\\nSELECT 1 AS x", "one.sql")
+    >>> (q.name, q.description, q.sql)
+    ('one', 'One row.', 'SELECT 1 AS x')
+    """
+    lines = text.splitlines()
+    name: str | None = None
+    description: list[str] = []
+    params: list[Param] = []
+    param_lines: dict[str, int] = {}
+    columns: dict[str, str] = {}
+    # Where an indented continuation line goes: ("description"|"param"|"column", key).
+    current: tuple[str, str] | None = None
+    body_start = len(lines)
+    for i, line in enumerate(lines):
+        where = f"{source}:{i + 1}"
+        stripped = line.rstrip()
+        if not stripped.startswith("--"):
+            if stripped.strip() == "" and name is None:
+                continue
+            body_start = i
+            break
+        if stripped == "--":
+            current = None
+            continue
+        key_match = _KEY_LINE.match(stripped)
+        if key_match is None:
+            if stripped.startswith("--  ") and current is not None:
+                more = stripped[2:].strip()
+                kind, key = current
+                if kind == "description":
+                    description.append(more)
+                elif kind == "column":
+                    columns[key] = f"{columns[key]} {more}".strip()
+                else:
+                    idx = next(j for j, p in enumerate(params) if p.name == key)
+                    old = params[idx]
+                    params[idx] = Param(
+                        old.name,
+                        old.type,
+                        old.default,
+                        old.required,
+                        f"{old.description} {more}".strip(),
+                    )
+                continue
+            if stripped.startswith("--  "):
+                raise TracekitError(
+                    f"{where}: an indented header line must follow a description, param or column line."
+                )
+            # A plain comment ends the header; it belongs to the SQL body.
+            body_start = i
+            break
+        key, value = key_match.group(1), key_match.group(2).strip()
+        if key == "name":
+            if name is not None:
+                raise TracekitError(f"{where}: the header has a second 'name:' line.")
+            if not _IDENT.match(value):
+                raise TracekitError(
+                    f"{where}: query name {value!r} must be lower-case letters, digits and '_'."
+                )
+            name = value
+            current = None
+        elif key == "description":
+            description.append(value)
+            current = ("description", "")
+        elif key == "param":
+            param = _make_param(value, where)
+            if param.name in param_lines:
+                raise TracekitError(f"{where}: param {param.name!r} is declared twice.")
+            param_lines[param.name] = i + 1
+            params.append(param)
+            current = ("param", param.name)
+        elif key == "column":
+            parts = value.split(None, 1)
+            if not parts:
+                raise TracekitError(f"{where}: a column line needs 'NAME DESCRIPTION'.")
+            columns[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+            current = ("column", parts[0])
+        else:
+            raise TracekitError(
+                f"{where}: unknown header key {key!r} (expected name, description, param or column)."
+            )
+    if name is None:
+        raise TracekitError(f"{source}:1: the header has no '-- name:' line.")
+    if not description:
+        raise TracekitError(f"{source}:1: the header has no '-- description:' line.")
+    sql = "\n".join(lines[body_start:]).strip()
+    while sql.endswith(";"):
+        sql = sql[:-1].rstrip()
+    if not sql:
+        raise TracekitError(f"{source}:{len(lines)}: the query file has no SQL after its header.")
+    declared = {p.name for p in params}
+    for j, line in enumerate(lines[body_start:], start=body_start + 1):
+        for used in _GETVARIABLE.findall(line):
+            if used not in declared:
+                raise TracekitError(
+                    f"{source}:{j}: getvariable('{used}') is not declared by a '-- param:' line."
+                )
+    used_all = set(_GETVARIABLE.findall(sql))
+    for p in params:
+        if p.name not in used_all:
+            raise TracekitError(
+                f"{source}:{param_lines[p.name]}: param {p.name!r} is never read "
+                f"with getvariable('{p.name}') in the SQL."
+            )
+    return Query(
+        name=name,
+        description=" ".join(description).strip(),
+        sql=sql,
+        source=source,
+        params=tuple(params),
+        columns=columns,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _shipped_files() -> dict[str, Any]:
+    files = resources.files(QUERY_PACKAGE)
+    return {f.name.removesuffix(".sql"): f for f in files.iterdir() if f.name.endswith(".sql")}
+
+
+def list_queries() -> list[Query]:
+    """All shipped queries, sorted by name.
+
+    >>> "phase_breakdown" in [q.name for q in list_queries()]
+    True
+    """
+    out = []
+    for stem, res in sorted(_shipped_files().items()):
+        query = parse_query(res.read_text(encoding="utf-8"), f"queries/{stem}.sql")
+        if query.name != stem:
+            raise TracekitError(
+                f"queries/{stem}.sql:1: the header names the query {query.name!r}, "
+                f"but the file is {stem}.sql; make them equal."
+            )
+        out.append(query)
+    return out
+
+
+def load_query(name_or_file: str | Path) -> Query:
+    """A shipped query by name, or a query file by path.
+
+    >>> load_query("coverage").name
+    'coverage'
+    """
+    text = str(name_or_file)
+    path = Path(text)
+    if text.endswith(".sql") or path.is_file():
+        if not path.is_file():
+            raise TracekitError(f"Query file {path} does not exist.")
+        return parse_query(path.read_text(encoding="utf-8"), str(path))
+    shipped = _shipped_files()
+    if text not in shipped:
+        near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.5)
+        hint = (
+            f"did you mean {', '.join(near)}?"
+            if near
+            else "run 'tracekit query --list' to see them."
+        )
+        raise TracekitError(f"There is no query named {text!r}; {hint}")
+    return next(q for q in list_queries() if q.name == text)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def check_run(path: str | Path) -> dict[str, Any]:
+    """Check that ``path`` is a tracekit run and return its run metadata.
+
+    A run is a Parquet file written by ``tracekit ingest``: its key-value metadata
+    holds the key ``tracekit`` (JSON).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TracekitError(f"Run file {p} does not exist.")
+    try:
+        schema = pq.read_schema(p)
+    except Exception:  # pyarrow raises several types for a non-Parquet file
+        raise TracekitError(
+            f"{p} is not a Parquet file; make a run with 'tracekit ingest TRACE -o RUN.parquet'."
+        ) from None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise TracekitError(
+            f"{p} is a Parquet file but not a tracekit run (no 'tracekit' metadata); "
+            "make one with 'tracekit ingest'."
+        )
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise TracekitError(f"{p} has unreadable 'tracekit' metadata (not JSON).") from None
+    return meta if isinstance(meta, dict) else {"tracekit": meta}
+
+
+def connect(parquet_paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the runs as the view ``events``.
+
+    Every path is checked with :func:`check_run`; several runs (or ranks written to
+    several files) are concatenated by column name.
+    """
+    paths = [Path(p) for p in parquet_paths]
+    if not paths:
+        raise TracekitError("No run given; pass one or more RUN.parquet files.")
+    for p in paths:
+        check_run(p)
+    con = duckdb.connect()
+    # The relation API takes the file list as a value, so no path is put into SQL text.
+    rel = con.read_parquet([str(p.resolve()) for p in paths], union_by_name=True)
+    rel.create_view("events")
+    return con
+
+
+def bind_params(query: Query, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The value of every declared parameter: given, else its default.
+
+    >>> bind_params(load_query("top_kernels"), {"limit": "3"})
+    {'limit': 3}
+    """
+    given = dict(params or {})
+    declared = {p.name: p for p in query.params}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        names = ", ".join(declared) if declared else "none"
+        raise TracekitError(
+            f"Query {query.name!r} has no parameter {unknown[0]!r} (its parameters: {names})."
+        )
+    values: dict[str, Any] = {}
+    for p in query.params:
+        if p.name in given:
+            values[p.name] = convert(
+                given[p.name], p.type, f"parameter {p.name!r} of query {query.name!r}"
+            )
+        elif p.required:
+            raise TracekitError(
+                f"Query {query.name!r} needs the parameter {p.name!r} ({p.description}); "
+                f"pass it as --param {p.name}=VALUE."
+            )
+        else:
+            values[p.name] = p.default
+    return values
+
+
+def set_params(con: duckdb.DuckDBPyConnection, query: Query, values: Mapping[str, Any]) -> None:
+    """Bind parameter values as DuckDB variables (the value is a prepared parameter)."""
+    types = {p.name: p.type for p in query.params}
+    for name, value in values.items():
+        # The name was checked against _IDENT when the header was parsed; the value
+        # is bound by the database, cast to the declared type there.
+        con.execute(f'SET VARIABLE "{name}" = CAST($value AS {types[name]})', {"value": value})
+
+
+def execute(
+    con: duckdb.DuckDBPyConnection, query: Query, params: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Run a parsed query on a connection that has the view ``events``."""
+    set_params(con, query, bind_params(query, params))
+    try:
+        return con.sql(query.sql).df()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TracekitError(f"Query {query.name!r} ({query.source}) failed: {first}") from None
+
+
+def run_query(
+    name_or_file: str | Path,
+    parquet_paths: Sequence[str | Path],
+    params: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Run a shipped query (by name) or a query file over one or more runs.
+
+    >>> run_query("coverage", ["run.parquet"])  # doctest: +SKIP
+       run  rank  activities  gpu_ms  with_phase_pct ...
+    """
+    query = load_query(name_or_file)
+    values = bind_params(query, params)
+    con = connect(parquet_paths)
+    try:
+        return execute(con, query, values)
+    finally:
+        con.close()
+
+
+def parse_param_args(items: Iterable[str]) -> dict[str, str]:
+    """``["limit=5", "phase=decode"]`` (``--param`` values) -> a dict.
+
+    >>> parse_param_args(["limit=5"])
+    {'limit': '5'}
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TracekitError(f"A parameter must be NAME=VALUE, not {item!r}.")
+        out[key.strip()] = value
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _cell(value: Any, max_width: int) -> str:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return "NULL"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NULL"
+        if value == 0 or 1e-3 <= abs(value) < 1e15:
+            return f"{round(value, 3):.15g}"
+        return f"{value:.3g}"
+    text = str(value).replace("\n", " ")
+    if len(text) > max_width:
+        text = text[: max_width - 1] + "…"
+    return text
+
+
+def _cells(df: pd.DataFrame, max_width: int) -> tuple[list[str], list[list[str]], list[bool]]:
+    headers = [str(c) for c in df.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        for c in df.columns
+    ]
+    cols = [df[c].astype(object).tolist() for c in df.columns]
+    rows = [[_cell(col[i], max_width) for col in cols] for i in range(len(df))]
+    return headers, rows, numeric
+
+
+def format_table(df: pd.DataFrame, fmt: str = "table", *, max_width: int = 60) -> str:
+    """Render a query result as ``table`` (aligned text), ``csv``, ``json`` or ``markdown``.
+
+    Text cells longer than ``max_width`` are cut with '…' in table and markdown
+    output; csv and json keep every value whole.
+
+    >>> print(format_table(pd.DataFrame({"op": ["ffn"], "share_pct": [61.5]})))
+    op   share_pct
+    ---  ---------
+    ffn       61.5
+    """
+    if fmt == "csv":
+        return str(df.to_csv(index=False)).rstrip("\n")
+    if fmt == "json":
+        return str(df.to_json(orient="records", indent=1, force_ascii=False, double_precision=15))
+    if fmt not in FORMATS:
+        raise TracekitError(f"Unknown output format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    headers, rows, numeric = _cells(df, max_width)
+    if fmt == "markdown":
+
+        def md(cells: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        rule = ["---:" if n else "---" for n in numeric]
+        return "\n".join([md(headers), "| " + " | ".join(rule) + " |", *(md(r) for r in rows)])
+    widths = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
+        ]
+        return "  ".join(out).rstrip()
+
+    body = [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+    if not rows:
+        body.append("(no rows)")
+    return "\n".join(body)
+
+
+def describe(query: Query) -> str:
+    """Help text of a query: description, parameters and columns.
+
+    >>> describe(load_query("top_kernels")).splitlines()[0]
+    'top_kernels: The kernels with the most kernel time per run and phase, over all ranks, grouped by base kernel name (short_name).'
+    """
+    out = [f"{query.name}: {query.description}"]
+    if query.params:
+        out.append("parameters:")
+        for p in query.params:
+            default = (
+                "required" if p.required else ("NULL" if p.default is None else repr(p.default))
+            )
+            out.append(f"  {p.name} {p.type} (default {default}): {p.description}")
+    if query.columns:
+        out.append("columns:")
+        width = max(len(c) for c in query.columns)
+        out.extend(f"  {c.ljust(width)}  {doc}" for c, doc in query.columns.items())
+    return "\n".join(out)
