@@ -25,10 +25,16 @@ import pyarrow.parquet as pq
 
 from tracekit import __version__
 from tracekit.attribute import attribute
-from tracekit.classify import classify_table
+from tracekit.classify import classify
 from tracekit.errors import TracekitError
 from tracekit.phasemap import choose
-from tracekit.readers import KINETO_SUFFIXES, NSYS_REPORT_SUFFIXES, SQLITE_SUFFIXES, reader_for, sniff
+from tracekit.readers import (
+    KINETO_SUFFIXES,
+    NSYS_REPORT_SUFFIXES,
+    SQLITE_SUFFIXES,
+    reader_for,
+    sniff,
+)
 from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
 
 META_KEY = b"tracekit"
@@ -109,6 +115,15 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+def _with_columns(table: pa.Table, cols: pa.Table) -> pa.Table:
+    for name in cols.column_names:
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, cols.column(name))
+        else:
+            table = table.append_column(name, cols.column(name))
+    return table
+
+
 def _sum_kernel_ns(table: pa.Table, mask: pa.Array) -> int:
     s = pc.sum(pc.filter(table.column("dur_ns"), mask)).as_py()
     return int(s or 0)
@@ -126,7 +141,8 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     table = table.append_column(
         "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
     ) if "dur_ns" not in table.column_names else table
-    table = classify_table(table)
+    short = table.column("short_name") if "short_name" in table.column_names else None
+    table = _with_columns(table, classify(table.column("name"), table.column("kind"), short))
     result = attribute(table, pm)
     table = result.table
     if "run" in table.column_names:
@@ -261,7 +277,7 @@ def ingest(
                 )
         kernel_ns = sum(r.kernel_ns for r in results)
         gpus: dict[str, str] = {}
-        for r, off in zip(results, offsets, strict=True):
+        for r in results:
             for dev, model in (r.meta.get("gpus") or {}).items():
                 gpus.setdefault(str(dev), model)
         ranks = sorted({rk + off for r, off in zip(results, offsets, strict=True) for rk in r.ranks})

@@ -1,0 +1,116 @@
+"""The CLI as a user meets it: real subprocesses, exit codes, one-line errors,
+nothing half-written left behind."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
+SMALL_SQLITE = SHARED / "nsys" / "fuser-2024.6" / "report1.sqlite"
+
+
+def tk(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tracekit", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert res.returncode == 1, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    res = tk("ingest", str(tmp_path / "nope.sqlite"), "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(res, "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    f = tmp_path / "trace.txt"
+    f.write_text("hello\n")
+    res = tk("ingest", str(f), "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(res, "not a format tracekit reads")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.txt"]
+
+
+def test_folder_without_traces(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("x")
+    res = tk("ingest", str(tmp_path / "empty"), "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(res, "holds no trace files")
+
+
+def test_truncated_sqlite_leaves_nothing(tmp_path: Path) -> None:
+    if not SMALL_SQLITE.exists():
+        pytest.skip("shared traces absent")
+    bad = tmp_path / "cut.sqlite"
+    bad.write_bytes(SMALL_SQLITE.read_bytes()[:8192])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    res = tk("ingest", str(bad), "-o", str(out_dir / "run.parquet"))
+    assert_one_line_error(res)
+    assert list(out_dir.iterdir()) == [], "no partial output or temp folder left behind"
+
+
+def test_truncated_gzip_json(tmp_path: Path) -> None:
+    src = SHARED / "kineto" / "hta" / "nccl_data.json.gz"
+    if not src.exists():
+        pytest.skip("shared traces absent")
+    data = gzip.decompress(src.read_bytes())
+    bad = tmp_path / "cut.json.gz"
+    bad.write_bytes(gzip.compress(data[: len(data) // 2]))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    res = tk("ingest", str(bad), "-o", str(out_dir / "run.parquet"))
+    assert_one_line_error(res)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_info_on_non_run(tmp_path: Path) -> None:
+    f = tmp_path / "x.parquet"
+    f.write_bytes(b"PAR1 not really")
+    assert_one_line_error(tk("info", str(f)))
+
+
+def test_unknown_phase_map(tmp_path: Path) -> None:
+    if not SMALL_SQLITE.exists():
+        pytest.skip("shared traces absent")
+    res = tk("ingest", str(SMALL_SQLITE), "--phase-map", "nosuch", "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(res, "Unknown phase map")
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_ingest_then_info(tmp_path: Path) -> None:
+    if not SMALL_SQLITE.exists():
+        pytest.skip("shared traces absent")
+    src = tmp_path / "report1.sqlite"
+    shutil.copy(SMALL_SQLITE, src)
+    res = tk("ingest", str(src), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "report1.parquet").exists(), "default output is RUN.parquet in the working folder"
+    assert "coverage" in res.stdout
+    info = tk("info", str(tmp_path / "report1.parquet"))
+    assert info.returncode == 0, info.stderr
+    assert "report1" in info.stdout and "kernel" in info.stdout
+
+
+def test_every_command_has_an_example_in_help() -> None:
+    from typer.main import get_command
+
+    from tracekit.cli import app
+
+    group = get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        assert "Example" in (cmd.help or ""), f"tracekit {name} --help has no example"

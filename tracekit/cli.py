@@ -1,0 +1,157 @@
+"""The ``tracekit`` command: a thin typer layer over the library.
+
+Expected failures are :class:`TracekitError`; they are caught only here and
+printed as one line with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tracekit import __version__
+from tracekit.errors import TracekitError
+
+app = typer.Typer(
+    name="tracekit",
+    help="Post-process GPU profiler traces of LLM inference: ingest, query, compare.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (.nsys-rep, .qdrep, .sqlite, .json, .json.gz); several files are the ranks of one run.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Parquet file to write (default: RUN.parquet here).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run label (default: the first file's stem).")] = None,
+    phase_map: Annotated[str, typer.Option("--phase-map", help="Preset (auto, tracekit, lightllm, vllm, sglang, trtllm) or a TOML file.")] = "auto",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Files ingested in parallel (default: CPU count).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ingest traces into one attributed events table (Parquet).
+
+    Example: tracekit ingest examples/traces/h200_tp2/ -o tp2.parquet
+    """
+    from tracekit.ingest import ingest as do_ingest
+    from tracekit.ingest import result_dict
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def progress(stage: str, i: int, n: int, path: Path) -> None:
+            bar.update(task, total=n, completed=i + (stage == "done"), description=f"{stage} {path.name}")
+
+        res = do_ingest(paths, output, run=run, phase_map=phase_map, jobs=jobs, progress=progress)
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if as_json:
+        print(json.dumps(result_dict(res), indent=2, default=str))
+        return
+    md = res.metadata
+    out.print(
+        f"wrote {res.out}  run={res.run}\n"
+        f"  events {res.rows:,}  kernels {res.kernels:,}  ranks {len(res.ranks)}  "
+        f"GPUs {len(res.gpus) or 'unknown'} ({', '.join(sorted(set(res.gpus.values()))) or 'model not recorded'})\n"
+        f"  coverage: phase {_pct(res.coverage_phase)} of GPU kernel time, op {_pct(res.coverage_op)}"
+        f"  (phase map {md['phase_map']['name'] if md.get('phase_map') else 'none'})\n"
+        f"  {res.seconds:.2f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+def info(
+    run_file: Annotated[Path, typer.Argument(help="A Parquet file written by tracekit ingest.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print metadata and counts as JSON.")] = False,
+) -> None:
+    """Show a run's metadata (sources, GPUs, phase map, coverage) and event counts.
+
+    Example: tracekit info tp2.parquet
+    """
+    from tracekit.ingest import read_metadata, summarize
+
+    md = read_metadata(run_file)
+    counts = summarize([run_file])
+    if as_json:
+        print(json.dumps({"metadata": md, "counts": counts}, indent=2, default=str))
+        return
+    cov = md.get("coverage", {})
+    out.print(f"run {md.get('run')}  (schema v{md.get('schema_version')}, tracekit {md.get('tracekit_version')}, ingested {md.get('ingested_at')})", highlight=False)
+    for s in md.get("sources", []):
+        out.print(f"  source {s['path']}  [{s['format']}, {s.get('profiler')} {s.get('profiler_version') or ''}]  ranks {s.get('ranks')}  phase map {s.get('phase_map')} ({s.get('step_mode')} steps)", highlight=False)
+    gpus = md.get("gpus") or {}
+    out.print(f"  GPUs: {', '.join(f'{k}: {v}' for k, v in sorted(gpus.items())) or 'not recorded in the trace'}", highlight=False)
+    out.print(f"  ranks {md.get('ranks')}  world size {md.get('world_size')}", highlight=False)
+    out.print(f"  coverage: phase {_pct(cov.get('phase'))} of GPU kernel time, op {_pct(cov.get('op'))}", highlight=False)
+    for kind, c in counts.items():
+        ms = (c["dur_ns"] or 0) / 1e6
+        out.print(f"  {kind:<8} {c['events']:>12,} events  {ms:>14,.3f} ms summed", highlight=False)
+    for w in md.get("warnings", []):
+        out.print(f"  warning: {w}", highlight=False)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules register themselves here."""
+    import importlib
+
+    for mod in ("tracekit.sql_cli", "tracekit.comm_cli", "tracekit.compare_cli", "tracekit.report_cli"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        module.register(app)
+
+
+_register_optional()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"tracekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Post-process GPU profiler traces of LLM inference."""
+
+
+def main() -> None:
+    try:
+        app()
+    except TracekitError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
