@@ -77,8 +77,7 @@ class Query:
     @property
     def summary(self) -> str:
         """The first sentence of the description (for listings)."""
-        first = re.split(r"(?<=[.:])\s", self.description, maxsplit=1)[0]
-        return first.rstrip(":")
+        return re.split(r"(?<=\.)\s", self.description, maxsplit=1)[0]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -313,7 +312,7 @@ def load_query(name_or_file: str | Path) -> Query:
         return parse_query(path.read_text(encoding="utf-8"), str(path))
     shipped = _shipped_files()
     if text not in shipped:
-        near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.5)
+        near = difflib.get_close_matches(text, list(shipped), n=3, cutoff=0.6)
         hint = (
             f"did you mean {', '.join(near)}?"
             if near
