@@ -1,7 +1,7 @@
 -- name: top_kernels
 -- description: The kernels with the most kernel time per run and phase, over all
 --   ranks, grouped by base kernel name (short_name).
--- param: limit INTEGER 10 kernels listed per run and phase
+-- param: top_n INTEGER 10 kernels listed per run and phase
 -- column: run  run label
 -- column: phase  phase of the launching step; '(no phase)' = unattributed
 -- column: rank_in_phase  position by kernel time within the phase (1 = most)
@@ -44,5 +44,5 @@ SELECT run, phase, rank_in_phase, kernel, category, calls,
        ROUND(max_ns / 1e3, 2) AS max_us,
        ROUND(calls / NULLIF(steps, 0), 2) AS calls_per_step
 FROM ranked
-WHERE rank_in_phase <= COALESCE(getvariable('limit'), 10)
+WHERE rank_in_phase <= COALESCE(getvariable('top_n'), 10)
 ORDER BY run, first_ns, rank_in_phase

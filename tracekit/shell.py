@@ -2,7 +2,7 @@
 
 The runs are the view ``events``; every shipped query is a view of the same name
 (``SELECT * FROM phase_breakdown``), and a query's parameters are DuckDB variables
-(``SET VARIABLE limit = 5``).  The DuckDB CLI is used when a ``duckdb`` binary is
+(``SET VARIABLE top_n = 5``).  The DuckDB CLI is used when a ``duckdb`` binary is
 on PATH; otherwise a small Python prompt over the duckdb module does the same.
 """
 
@@ -45,7 +45,7 @@ def banner(queries: Sequence[Query], n_runs: int) -> str:
     names = ", ".join(q.name for q in queries)
     return (
         f"tracekit: {n_runs} run file(s) as the view events; shipped queries as views: {names}. "
-        "Try: SELECT * FROM phase_breakdown; parameters: SET VARIABLE limit = 5;"
+        "Try: SELECT * FROM phase_breakdown; parameters: SET VARIABLE top_n = 5;"
     )
 
 

@@ -6,9 +6,9 @@ statement over a view ``events`` (one row per event, see :mod:`tracekit.schema`)
     -- name: top_kernels
     -- description: The kernels with the most kernel time per run and phase.
     --   Lines indented by two or more spaces continue the item above.
-    -- param: limit INTEGER 10 kernels listed per run and phase
+    -- param: top_n INTEGER 10 kernels listed per run and phase
     -- column: kernel_ms  kernel time (ms): sum of dur_ns
-    SELECT ... WHERE rank_in_phase <= COALESCE(getvariable('limit'), 10)
+    SELECT ... WHERE rank_in_phase <= COALESCE(getvariable('top_n'), 10)
 
 A parameter is read in the SQL as ``getvariable('NAME')`` with the header's default
 repeated in a ``COALESCE``, so the file runs unchanged in a plain DuckDB shell;
@@ -23,6 +23,7 @@ The files ship in the wheel as the package ``tracekit.queries`` (top-level
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -86,7 +87,7 @@ class Query:
 def convert(value: Any, type_: str, what: str) -> Any:
     """Read ``value`` (text from the command line, or a Python value) as ``type_``.
 
-    >>> convert("20", "INTEGER", "parameter limit")
+    >>> convert("20", "INTEGER", "parameter top_n")
     20
     """
     if value is None:
@@ -114,6 +115,14 @@ def convert(value: Any, type_: str, what: str) -> Any:
     return str(value)
 
 
+@functools.cache
+def _reserved_words() -> frozenset[str]:
+    rows = duckdb.sql(
+        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
+    ).fetchall()
+    return frozenset(r[0].lower() for r in rows)
+
+
 def _split_param(tail: str, where: str) -> tuple[str, str, str, str]:
     """``NAME TYPE DEFAULT DESCRIPTION`` -> its four parts (DEFAULT may be quoted)."""
     parts = tail.split(None, 2)
@@ -138,6 +147,11 @@ def _make_param(tail: str, where: str) -> Param:
     if not _IDENT.match(name):
         raise TracekitError(
             f"{where}: param name {name!r} must be lower-case letters, digits and '_'."
+        )
+    if name in _reserved_words():
+        raise TracekitError(
+            f"{where}: param name {name!r} is an SQL reserved word, so "
+            f"'SET VARIABLE {name} = ...' fails in a DuckDB shell; choose another name."
         )
     type_ = type_.upper()
     if type_ not in PARAM_TYPES:
@@ -374,8 +388,8 @@ def connect(parquet_paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
 def bind_params(query: Query, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """The value of every declared parameter: given, else its default.
 
-    >>> bind_params(load_query("top_kernels"), {"limit": "3"})
-    {'limit': 3}
+    >>> bind_params(load_query("top_kernels"), {"top_n": "3"})
+    {'top_n': 3}
     """
     given = dict(params or {})
     declared = {p.name: p for p in query.params}
@@ -442,10 +456,10 @@ def run_query(
 
 
 def parse_param_args(items: Iterable[str]) -> dict[str, str]:
-    """``["limit=5", "phase=decode"]`` (``--param`` values) -> a dict.
+    """``["top_n=5", "phase=decode"]`` (``--param`` values) -> a dict.
 
-    >>> parse_param_args(["limit=5"])
-    {'limit': '5'}
+    >>> parse_param_args(["top_n=5"])
+    {'top_n': '5'}
     """
     out: dict[str, str] = {}
     for item in items:

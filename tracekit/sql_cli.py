@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a shipped SQL query (or a .sql file) over one or more runs.
 
-        Example: tracekit query top_kernels tp2.parquet -p limit=5 --format markdown
+        Example: tracekit query top_kernels tp2.parquet -p top_n=5 --format markdown
         """
         from tracekit.sql import (
             describe,
