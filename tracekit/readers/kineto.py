@@ -1,0 +1,483 @@
+"""Reader for PyTorch profiler (Kineto) JSON traces: ``.json``, ``.json.gz``, ``.pt.trace.json(.gz)``.
+
+One file is one process's trace (usually one rank).  The JSON is parsed by DuckDB's
+bundled JSON reader straight into columns (no Python object per event), and every
+mapping below is one SQL statement over those columns.
+
+Formats handled:
+
+- current Kineto (2022+): categories ``kernel``, ``gpu_memcpy``, ``gpu_memset``,
+  ``cuda_runtime``, ``cuda_driver``, ``cuda_sync``, ``user_annotation``,
+  ``gpu_user_annotation``, ``cpu_op``, ``python_function``; ROCm traces use the same
+  categories with HIP API names (``hipLaunchKernel``, ``hipGraphLaunch``);
+- the 2021 format: ``Operator``, ``Runtime``, ``Kernel``, ``Memcpy``, ``Memset``,
+  GPU rows with ``tid`` = ``"stream 7"`` and lower-case ``external id``.
+
+Raw category to ``kind``: kernel, memcpy, memset, runtime (CUDA/HIP runtime and
+driver calls), sync (``cuda_sync``), range (``user_annotation``: record_function,
+nested on its thread; ``gpu_user_annotation``: the GPU-side copy, ``nested`` False;
+2021 ``ProfilerStep#N``), cpu_op (``cpu_op``/``Operator``).  ``python_function``
+events are dropped (they are often 90 % of a trace and attribution does not use
+them), except ``nn.Module: <Class>_<i>`` frames, which are kept as ranges in domain
+``nn.Module`` because they are the only layer/module structure that serving
+frameworks' traces record.
+
+Times: Kineto writes microseconds as JSON numbers.  Each instant is rounded to
+integer ns on its own, ``start = R(ts)`` and ``end = R(ts + dur)``, with ``R``
+monotone and the integer microseconds kept apart from the fraction, so two
+intervals that did not overlap in the file do not overlap after conversion (taking
+``R(ts) + R(dur)`` can create 1 ns overlaps, which HTA warns about).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracekit.errors import TracekitError
+from tracekit.readers import RawTrace
+
+#: Payload markers written by nvtx_ranges (see nvtx_ranges._core.PAYLOAD_PREFIX).
+PAYLOAD_PREFIX = "tracekit.payload:"
+
+# The fields read from each event and from its args.  Everything that could be
+# written with another JSON type by some producer is read as text and cast with
+# TRY_CAST: one odd value must not fail the whole file.
+_ARGS = (
+    "STRUCT(correlation VARCHAR, device VARCHAR, stream VARCHAR, bytes VARCHAR, "
+    "name VARCHAR)"
+)
+_EVENT = (
+    "STRUCT(ph VARCHAR, cat VARCHAR, name VARCHAR, pid VARCHAR, tid VARCHAR, "
+    f"ts DOUBLE, dur DOUBLE, id VARCHAR, args {_ARGS})"
+)
+_HEADER = {
+    "schemaVersion": "JSON",
+    "distributedInfo": "JSON",
+    "deviceProperties": "JSON",
+    "displayTimeUnit": "VARCHAR",
+    "baseTimeNanoseconds": "JSON",
+    "trace_id": "VARCHAR",
+    "cupti_version": "JSON",
+    "cuda_runtime_version": "JSON",
+    "cuda_driver_version": "JSON",
+    "roctracer_version": "JSON",
+    "hip_runtime_version": "JSON",
+    "hip_driver_version": "JSON",
+}
+_VERSION_KEYS = (
+    "cupti_version", "cuda_runtime_version", "cuda_driver_version",
+    "roctracer_version", "hip_runtime_version", "hip_driver_version",
+)
+
+# Raw category (lower case) -> kind.  GPU-side categories get device/stream and the
+# launching process's pid.
+_KIND_SQL = r"""
+CASE
+  WHEN cat = 'kernel' THEN 'kernel'
+  WHEN cat IN ('gpu_memcpy', 'memcpy') THEN 'memcpy'
+  WHEN cat IN ('gpu_memset', 'memset') THEN 'memset'
+  WHEN cat IN ('cuda_runtime', 'cuda_driver', 'runtime') THEN 'runtime'
+  WHEN cat = 'cuda_sync' THEN 'sync'
+  WHEN cat IN ('user_annotation', 'gpu_user_annotation') THEN 'range'
+  WHEN cat = 'operator' AND regexp_full_match(name, 'ProfilerStep#\d+') THEN 'range'
+  WHEN cat IN ('cpu_op', 'operator') THEN 'cpu_op'
+  WHEN cat = 'python_function' AND starts_with(name, 'nn.Module: ') THEN 'range'
+END"""
+_GPU_CATS = (
+    "'kernel', 'gpu_memcpy', 'memcpy', 'gpu_memset', 'memset', 'cuda_sync', "
+    "'gpu_user_annotation'"
+)
+_FLOW_CATS = "'ac2g', 'async', 'async_cpu_to_gpu'"
+
+# Microseconds (DOUBLE) to integer ns: whole microseconds exactly, the fraction
+# rounded once; start and end each from their own instant.
+_START_NS = "(CAST(floor(ts) AS BIGINT) * 1000 + CAST(round((ts - floor(ts)) * 1000) AS BIGINT))"
+_END_NS = (
+    "(CAST(floor(ts) AS BIGINT) * 1000"
+    " + CAST(round((ts - floor(ts)) * 1000 + coalesce(greatest(dur, 0), 0) * 1000) AS BIGINT))"
+)
+# Above 2**43 us a float64 no longer resolves 1 ns.
+_EXACT_LIMIT_US = float(2**43)
+
+
+def read(path: Path) -> RawTrace:
+    """Read one Kineto JSON trace into the raw events table and its metadata.
+
+    >>> raw = read(Path("rank0.pt.trace.json.gz"))  # doctest: +SKIP
+    >>> raw.meta["rank"], raw.table.num_rows  # doctest: +SKIP
+    (0, 123456)
+    """
+    path = Path(path)
+    _check_file(path)
+    con = duckdb.connect()
+    try:
+        header = _load(con, path)
+        table, stats = _events(con)
+    finally:
+        con.close()
+    meta = _meta(path, header, stats)
+    rank_col = _rank_column(table, meta)
+    table = table.append_column("rank", rank_col)
+    return RawTrace(table=table, meta=meta)
+
+
+def check_ranks(metas: list[dict[str, Any]]) -> None:
+    """Refuse a set of per-file metadata that cannot be one run.
+
+    Two files that claim the same explicit rank, or that record different world
+    sizes, raise :class:`TracekitError`.
+
+    >>> check_ranks([{"source": "a", "rank": 0, "rank_source": "explicit", "world_size": 2},
+    ...              {"source": "b", "rank": 1, "rank_source": "explicit", "world_size": 2}])
+    """
+    worlds: dict[int, str] = {}
+    for m in metas:
+        ws = m.get("world_size")
+        if ws is not None:
+            worlds.setdefault(int(ws), str(m.get("source")))
+    if len(worlds) > 1:
+        parts = ", ".join(f"{src} says {ws}" for ws, src in sorted(worlds.items()))
+        raise TracekitError(
+            f"The input files come from different runs (world sizes differ: {parts}); "
+            "ingest the ranks of one run together."
+        )
+    seen: dict[int, str] = {}
+    for m in metas:
+        if m.get("rank_source") != "explicit" or m.get("rank") is None:
+            continue
+        rank, src = int(m["rank"]), str(m.get("source"))
+        if rank in seen:
+            raise TracekitError(
+                f"{seen[rank]} and {src} both claim rank {rank}; "
+                "ingest the ranks of one run, each once."
+            )
+        seen[rank] = src
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise TracekitError(f"{path} does not exist.")
+    if not path.is_file():
+        raise TracekitError(f"{path} is not a file.")
+    if path.stat().st_size == 0:
+        raise TracekitError(f"{path} is empty, not a Kineto trace.")
+
+
+def _object_limit(path: Path) -> int:
+    """An upper bound on the JSON document's size, for DuckDB's maximum_object_size."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+        if gz:
+            fh.seek(-4, 2)
+            isize = int.from_bytes(fh.read(4), "little")  # size mod 2**32
+            size = max(isize, size * 50)
+    return max(size + 1024, 16 << 20)
+
+
+def _load(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    """Parse the file into temp table ``ev`` (one row per event) and return the header."""
+    cols = {"traceEvents": f"{_EVENT}[]", **_HEADER}
+    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in cols.items()) + "}"
+    limit = _object_limit(path)
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE raw AS SELECT * FROM read_json($path, columns={spec}, "
+            f"format='auto', maximum_object_size={limit})",
+            {"path": str(path)},
+        )
+    except (duckdb.Error, OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise TracekitError(f"{path} could not be read as JSON: {_why(exc)}.") from None
+    n, has_events = con.execute("SELECT count(*), count(traceEvents) FROM raw").fetchall()[0]
+    if n != 1 or has_events != 1:
+        raise TracekitError(
+            f"{path} is JSON but not a Kineto trace (no top-level 'traceEvents' list)."
+        )
+    names = list(_HEADER)
+    quoted = ", ".join('"' + k + '"' for k in names)
+    row = con.execute(f"SELECT {quoted} FROM raw").fetchall()[0]
+    header: dict[str, Any] = {}
+    for k, v in zip(names, row, strict=True):
+        if v is not None and _HEADER[k] == "JSON":
+            v = json.loads(v)
+        header[k] = v
+    con.execute(
+        "CREATE TEMP TABLE ev AS SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name, "
+        "e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid, "
+        "e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm, "
+        "e.args.bytes AS nbytes, e.args.name AS aname "
+        "FROM (SELECT unnest(traceEvents) AS e FROM raw) "
+        "WHERE e.ph IN ('X', 'M', 'f')"
+    )
+    con.execute("DROP TABLE raw")
+    return header
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if "gzip" in low or "end of data" in low or "unexpected end" in low:
+        return f"the file is truncated or corrupt ({text.rstrip('.')})"
+    if "malformed json" in low or "unexpected character" in low:
+        return f"it is not valid JSON ({text.rstrip('.')})"
+    return text.rstrip(".")
+
+
+# --- events ----------------------------------------------------------------------
+
+
+def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
+    con.execute(
+        f"""
+        CREATE TEMP TABLE x AS
+        SELECT row_number() OVER () AS rid, kind, cat, name, is_gpu,
+               rpid, rtid, start_ns, end_ns, ts,
+               TRY_CAST(corr AS BIGINT) AS correlation,
+               TRY_CAST(dev AS INTEGER) AS dev,
+               TRY_CAST(strm AS BIGINT) AS strm,
+               TRY_CAST(nbytes AS BIGINT) AS nbytes,
+               fid
+        FROM (
+          SELECT {_KIND_SQL} AS kind, cat, name, cat IN ({_GPU_CATS}) AS is_gpu,
+                 TRY_CAST(pid AS BIGINT) AS rpid,
+                 TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
+                 {_START_NS} AS start_ns, {_END_NS} AS end_ns, ts,
+                 corr, dev, strm, nbytes, NULL AS fid
+          FROM ev WHERE ph = 'X' AND ts IS NOT NULL AND isfinite(ts)
+        )
+        WHERE kind IS NOT NULL
+        """
+    )
+    stats: dict[str, Any] = {"warnings": []}
+    # Correlation through the flow arrow where a GPU activity's args lack it.
+    missing = _scalar(con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation IS NULL")
+    if missing:
+        con.execute(
+            f"""
+            UPDATE x SET correlation = f.id FROM (
+              SELECT TRY_CAST(pid AS BIGINT) AS p,
+                     TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS t,
+                     {_START_NS} AS s, min(TRY_CAST(fid AS BIGINT)) AS id
+              FROM ev WHERE ph = 'f' AND cat IN ({_FLOW_CATS}) AND ts IS NOT NULL
+              GROUP BY ALL
+            ) f
+            WHERE x.is_gpu AND x.correlation IS NULL AND x.rpid = f.p AND x.rtid = f.t
+              AND x.start_ns = f.s
+            """
+        )
+    procs = con.execute(
+        "SELECT TRY_CAST(pid AS BIGINT) AS p, any_value(aname) FROM ev "
+        "WHERE ph = 'M' AND name = 'process_name' GROUP BY p"
+    ).fetchall()
+    proc_names = {int(p): n for p, n in procs if p is not None}
+    con.execute("DROP TABLE ev")
+
+    # The process that launched the GPU work: by correlation, else the main process.
+    main_pid = _scalar(
+        con,
+        "SELECT rpid FROM x WHERE NOT is_gpu AND rpid IS NOT NULL "
+        "GROUP BY rpid ORDER BY count(*) FILTER (kind = 'runtime') DESC, count(*) DESC, rpid LIMIT 1",
+    )
+    unmatched = _scalar(
+        con,
+        "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation NOT IN "
+        "(SELECT correlation FROM x WHERE kind = 'runtime' AND correlation IS NOT NULL)",
+    )
+    n_gpu = _scalar(con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range'")
+    if unmatched:
+        stats["warnings"].append(
+            f"{unmatched} of {n_gpu} GPU activities have no launching runtime call in the trace "
+            "(launched before the profiling window or not traced); they keep their correlation "
+            "but have no launch to attribute through."
+        )
+    max_ts = _scalar(con, "SELECT max(abs(ts)) FROM x WHERE ts <> floor(ts)")
+    if max_ts is not None and max_ts >= _EXACT_LIMIT_US:
+        ulp_ns = 1000 * 2.0 ** (math.floor(math.log2(max_ts)) - 52)
+        stats["warnings"].append(
+            f"Timestamps are large microsecond floats (up to {max_ts:.4g} us), so their sub-microsecond "
+            f"digits carry only float64 precision (about {ulp_ns:.3g} ns)."
+        )
+
+    payload = _payload_sql(con)
+    table = con.sql(
+        f"""
+        WITH launch AS (
+          SELECT correlation, min(rpid) AS lpid FROM x
+          WHERE kind = 'runtime' AND correlation IS NOT NULL GROUP BY correlation
+        )
+        SELECT
+          CAST(CASE WHEN x.is_gpu THEN coalesce(l.lpid, $main, x.rpid) ELSE x.rpid END AS BIGINT) AS pid,
+          CAST(CASE WHEN x.is_gpu THEN NULL ELSE x.rtid END AS BIGINT) AS tid,
+          CAST(CASE WHEN x.is_gpu THEN coalesce(x.dev, CAST(x.rpid AS INTEGER)) END AS INTEGER) AS device,
+          CAST(CASE WHEN x.is_gpu THEN coalesce(x.strm, x.rtid) END AS BIGINT) AS stream,
+          x.kind, x.name, x.start_ns, x.end_ns,
+          CASE WHEN x.kind IN ('kernel', 'memcpy', 'memset', 'sync', 'runtime') THEN x.correlation END
+            AS correlation,
+          CASE WHEN x.kind IN ('memcpy', 'memset') THEN x.nbytes END AS bytes,
+          CASE WHEN x.kind = 'range' THEN NOT x.is_gpu END AS nested,
+          CASE WHEN x.kind = 'range' AND x.cat = 'python_function' THEN 'nn.Module' END AS domain,
+          {payload} AS payload
+        FROM x
+        LEFT JOIN launch l ON x.is_gpu AND l.correlation = x.correlation
+        {"LEFT JOIN pl ON pl.rid = x.rid" if payload != "NULL" else ""}
+        WHERE NOT (x.kind IN ('range', 'cpu_op') AND starts_with(x.name, '{PAYLOAD_PREFIX}'))
+          AND (x.is_gpu OR x.rpid IS NOT NULL)
+        ORDER BY x.start_ns, x.end_ns DESC, x.rid
+        """,
+        params={"main": main_pid},
+    ).to_arrow_table()
+    stats["main_pid"] = main_pid
+    stats["process_names"] = proc_names
+    stats["kinds"] = _scalar(con, "SELECT count(DISTINCT cat) FROM x")
+    stats["format_2021"] = bool(
+        _scalar(con, "SELECT count(*) FROM x WHERE cat IN ('operator', 'runtime')")
+    )
+    stats["hip"] = bool(
+        _scalar(con, "SELECT count(*) FROM x WHERE kind = 'runtime' AND starts_with(name, 'hip')")
+    )
+    return _typed(table), stats
+
+
+def _payload_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """Attach nvtx_ranges payload markers to the innermost range open at the marker.
+
+    Builds temp table ``pl(rid, payload)`` and returns the SQL expression for the
+    payload column (``NULL`` when the trace has no markers).
+    """
+    n = _scalar(
+        con,
+        f"SELECT count(*) FROM x WHERE kind IN ('range', 'cpu_op') AND NOT is_gpu "
+        f"AND starts_with(name, '{PAYLOAD_PREFIX}')",
+    )
+    if not n:
+        return "NULL"
+    con.execute(
+        rf"""
+        CREATE TEMP TABLE pl AS
+        WITH m AS (
+          SELECT rid, rpid, rtid, start_ns, end_ns,
+                 string_split(substr(name, {len(PAYLOAD_PREFIX) + 1}), ',') AS kv
+          FROM x WHERE kind IN ('range', 'cpu_op') AND NOT is_gpu
+            AND starts_with(name, '{PAYLOAD_PREFIX}')
+        ), r AS (
+          SELECT rid, rpid, rtid, start_ns, end_ns FROM x
+          WHERE kind = 'range' AND NOT is_gpu AND NOT starts_with(name, '{PAYLOAD_PREFIX}')
+        ), hit AS (
+          SELECT m.rid AS mid, arg_max(r.rid, [r.start_ns, -r.end_ns]) AS rid,
+                 any_value(m.kv) AS kv
+          FROM m JOIN r ON m.rpid = r.rpid AND m.rtid = r.rtid
+                 AND r.start_ns <= m.start_ns AND r.end_ns >= m.end_ns
+          GROUP BY m.rid
+        )
+        SELECT rid, '{{' || array_to_string(list_transform(kv, p ->
+                 to_json(split_part(p, '=', 1))::VARCHAR || ': ' ||
+                 CASE WHEN regexp_full_match(substr(p, strpos(p, '=') + 1),
+                                             '-?\d+(\.\d+)?([eE][-+]?\d+)?')
+                      THEN substr(p, strpos(p, '=') + 1)
+                      ELSE to_json(substr(p, strpos(p, '=') + 1))::VARCHAR END), ', ') || '}}'
+               AS payload
+        FROM hit
+        """
+    )
+    return "pl.payload"
+
+
+def _typed(table: pa.Table) -> pa.Table:
+    types = {
+        "pid": pa.int64(), "tid": pa.int64(), "device": pa.int32(), "stream": pa.int64(),
+        "kind": pa.string(), "name": pa.string(), "start_ns": pa.int64(), "end_ns": pa.int64(),
+        "correlation": pa.int64(), "bytes": pa.int64(), "nested": pa.bool_(),
+        "domain": pa.string(), "payload": pa.string(),
+    }
+    cols = []
+    for name, typ in types.items():
+        col = table.column(name)
+        cols.append(col if col.type == typ else col.cast(typ))
+    return pa.Table.from_arrays(cols, names=list(types))
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    rows = con.execute(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+# --- metadata --------------------------------------------------------------------
+
+
+def _meta(path: Path, header: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    dist = header.get("distributedInfo")
+    dist = dist if isinstance(dist, dict) else {}
+    rank = dist.get("rank")
+    world = dist.get("world_size")
+    gpus: dict[str, str] = {}
+    props = header.get("deviceProperties")
+    if isinstance(props, list):
+        for p in props:
+            if isinstance(p, dict) and p.get("name") and p.get("id") is not None:
+                gpus[str(p["id"])] = str(p["name"])
+    versions = {k: header[k] for k in _VERSION_KEYS if header.get(k) is not None}
+    schema_version = header.get("schemaVersion")
+    version = f"schemaVersion {schema_version}" if schema_version is not None else "unknown"
+    if versions:
+        version += " (" + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")"
+    return {
+        "format": "kineto-2021" if stats["format_2021"] else "kineto",
+        "profiler": "torch.profiler",
+        "profiler_version": version,
+        "source": str(path),
+        "gpus": gpus,
+        "rank": int(rank) if isinstance(rank, int) else None,
+        "rank_source": "explicit" if isinstance(rank, int) else "order",
+        "world_size": int(world) if isinstance(world, int) else None,
+        "distributed_backend": dist.get("backend"),
+        "gpu_runtime": "hip" if stats["hip"] else "cuda",
+        "base_time_ns": header.get("baseTimeNanoseconds"),
+        "trace_id": header.get("trace_id"),
+        "display_time_unit": header.get("displayTimeUnit"),
+        "processes": [],  # filled by _rank_column
+        "warnings": list(stats["warnings"]),
+        "_process_names": stats["process_names"],
+    }
+
+
+def _rank_column(table: pa.Table, meta: dict[str, Any]) -> pa.ChunkedArray:
+    """Rank per row; fills ``meta['processes']``.
+
+    An explicit ``distributedInfo.rank`` applies to every process in the file (a
+    Kineto file is one rank's trace); otherwise processes are numbered by their
+    first (lowest) GPU, CPU-only processes after them.
+    """
+    names: dict[int, str] = meta.pop("_process_names")
+    con = duckdb.connect()
+    try:
+        con.register("t", table.select(["pid", "device"]))
+        rows = con.execute(
+            "SELECT pid, min(device) AS d FROM t WHERE pid IS NOT NULL GROUP BY pid "
+            "ORDER BY d NULLS LAST, pid"
+        ).fetchall()
+        order = {int(p): i for i, (p, _) in enumerate(rows)}
+        explicit = meta["rank"]
+        ranks = {p: (explicit if explicit is not None else i) for p, i in order.items()}
+        meta["processes"] = [
+            {"pid": p, "rank": ranks[p], "name": names.get(p)} for p in order
+        ]
+        if explicit is None and ranks:
+            meta["rank"] = min(ranks.values())
+    finally:
+        con.close()
+    pids = pa.array(list(ranks), pa.int64())
+    values = pa.array(list(ranks.values()), pa.int32())
+    idx = pc.index_in(table.column("pid"), value_set=pids)
+    return pc.take(values, idx)
