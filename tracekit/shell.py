@@ -124,8 +124,11 @@ def _run_sql(con: duckdb.DuckDBPyConnection, text: str, mode: str, out: TextIO) 
             return
         df = rel.limit(MAX_ROWS + 1).df()
     except duckdb.Error as exc:
-        out.write(f"Error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}\n")
+        lines = str(exc).strip().splitlines()
+        out.write(f"Error: {lines[0] if lines else type(exc).__name__}\n")
         return
+    if list(df.columns) == ["Success"] and df.empty:
+        return  # SET, CREATE and the like
     more = len(df) > MAX_ROWS
     _show(format_table(df.head(MAX_ROWS), mode), out)
     if more:
