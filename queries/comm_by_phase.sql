@@ -1,0 +1,172 @@
+-- name: comm_by_phase
+-- description: Communication per run and phase, over all ranks: kernel time of
+--   communication kernels (NCCL/RCCL and custom all-reduce), split into transfer (the
+--   shortest duration of each collective over its ranks) and waiting for other ranks,
+--   the exposed part (not overlapped by compute kernels on the same device), arrival
+--   skew, bus bandwidth where the trace records message bytes, and the rank that
+--   arrives last. Collectives are matched across ranks by their order per collective
+--   (the k-th AllReduce of every rank is one collective).
+-- column: run  run label
+-- column: phase  phase of the launching step; '(no phase)' = unattributed
+-- column: collectives  matched collectives (count, one per collective across its ranks)
+-- column: kernels  communication kernels (count, all ranks)
+-- column: ranks  ranks with communication kernels in the phase
+-- column: total_ms  kernel time (ms): sum of dur_ns of communication kernels, all ranks
+-- column: transfer_ms  transfer time (ms): per matched collective its shortest duration over
+--   ranks, counted once per rank (so transfer_ms + wait_ms = total_ms of matched kernels)
+-- column: wait_ms  waiting time (ms): sum over ranks of duration - transfer
+-- column: wait_pct  wait_ms as a share of the matched kernels' kernel time (%)
+-- column: exposed_ms  exposed time (ms): communication kernel time not overlapped by
+--   compute kernels on the same device, all ranks
+-- column: exposed_pct  exposed_ms as a share of total_ms (%)
+-- column: skew_ms  arrival skew (ms): sum over ranks of start - earliest start of the collective
+-- column: unmatched_kernels  kernels without a counterpart on every rank (excluded from
+--   transfer, wait and skew; all kernels of a single-rank run)
+-- column: mbytes  message size (MB) summed over matched collectives; NULL where not recorded
+-- column: busbw_gbps  bus bandwidth (GB/s): bytes * bus factor / transfer time, over
+--   collectives with bytes; NULL where bytes are not recorded
+-- column: slowest_rank  the rank with the most arrival skew (arrives last most)
+-- column: last_arrival_pct  share of the phase's matched collectives the slowest rank
+--   arrived last at (%)
+-- column: end_spread_us  median over collectives of the spread of their end times over
+--   ranks (µs): small when the matching is right, since a collective ends together
+-- BEGIN shared comm CTEs (identical in every queries/comm_*.sql; tests check it)
+-- One collective = the k-th communication kernel of the same collective on each rank
+-- (the trace does not record the communicator): seq numbers a rank's kernels of one
+-- collective by start time. A collective is matched when every rank that runs this
+-- collective has a k-th kernel; then transfer = its shortest duration over ranks,
+-- wait = duration - transfer, skew = start - earliest start. Exposed time is the part
+-- of a communication kernel that no compute kernel on the same device overlaps.
+WITH comm AS (
+    SELECT run, rank, device, stream, phase, step, op, start_ns, end_ns, dur_ns, bytes,
+           COALESCE(collective, short_name, name) AS collective,
+           row_number() OVER (
+               PARTITION BY run, rank, COALESCE(collective, short_name, name)
+               ORDER BY start_ns, end_ns, stream
+           ) - 1 AS seq
+    FROM events
+    WHERE kind = 'kernel' AND category = 'communication'
+),
+coll_ranks AS (
+    SELECT run, collective, COUNT(DISTINCT rank) AS ranks
+    FROM comm
+    GROUP BY run, collective
+),
+inst AS (
+    SELECT c.run, c.collective, c.seq,
+           COUNT(*) AS n_ranks,
+           MIN(c.dur_ns) AS min_dur_ns,
+           MIN(c.start_ns) AS first_start_ns,
+           MAX(c.end_ns) - MIN(c.end_ns) AS end_spread_ns,
+           arg_max(c.rank, c.start_ns) AS last_rank,
+           MAX(c.bytes) AS inst_bytes,
+           COUNT(*) = ANY_VALUE(r.ranks) AND ANY_VALUE(r.ranks) > 1 AS matched
+    FROM comm c
+    JOIN coll_ranks r USING (run, collective)
+    GROUP BY c.run, c.collective, c.seq
+),
+compute AS (
+    SELECT run, rank, device, start_ns, end_ns,
+           MAX(end_ns) OVER (
+               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+           ) AS prev_end
+    FROM events
+    WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
+      AND device IS NOT NULL
+),
+islands AS (
+    SELECT run, rank, device, start_ns, end_ns,
+           SUM(CASE WHEN prev_end IS NULL OR start_ns > prev_end THEN 1 ELSE 0 END) OVER (
+               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
+               ROWS UNBOUNDED PRECEDING
+           ) AS island
+    FROM compute
+),
+busy AS (
+    SELECT run, rank, device, MIN(start_ns) AS start_ns, MAX(end_ns) AS end_ns
+    FROM islands
+    GROUP BY run, rank, device, island
+),
+covered AS (
+    SELECT c.run, c.rank, c.collective, c.seq,
+           SUM(LEAST(c.end_ns, b.end_ns) - GREATEST(c.start_ns, b.start_ns)) AS covered_ns
+    FROM comm c
+    JOIN busy b
+      ON b.run = c.run AND b.rank = c.rank AND b.device = c.device
+     AND b.start_ns < c.end_ns AND b.end_ns > c.start_ns
+    GROUP BY c.run, c.rank, c.collective, c.seq
+),
+comm_rows AS (
+    SELECT c.run, c.rank, c.device, c.stream, c.phase, c.step, c.op, c.collective, c.seq,
+           c.start_ns, c.dur_ns, i.n_ranks, i.matched, i.last_rank, i.end_spread_ns,
+           i.inst_bytes,
+           CASE WHEN i.matched THEN i.min_dur_ns END AS transfer_ns,
+           CASE WHEN i.matched THEN c.dur_ns - i.min_dur_ns END AS wait_ns,
+           CASE WHEN i.matched THEN c.start_ns - i.first_start_ns END AS skew_ns,
+           c.dur_ns - COALESCE(v.covered_ns, 0) AS exposed_ns,
+           -- bus bandwidth factor (nccl-tests PERFORMANCE.md): bytes * factor / time
+           CASE c.collective
+               WHEN 'AllReduce' THEN 2.0 * (i.n_ranks - 1) / i.n_ranks
+               WHEN 'AllGather' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               WHEN 'ReduceScatter' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               WHEN 'AllToAll' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               ELSE 1.0
+           END AS bus_factor
+    FROM comm c
+    JOIN inst i USING (run, collective, seq)
+    LEFT JOIN covered v USING (run, rank, collective, seq)
+)
+-- END shared comm CTEs
+,
+by_rank AS (
+    SELECT run, COALESCE(phase, '(no phase)') AS phase, rank, SUM(skew_ns) AS skew_ns,
+           COUNT(*) FILTER (WHERE last_rank = rank) AS last_arrivals
+    FROM comm_rows
+    WHERE matched
+    GROUP BY run, COALESCE(phase, '(no phase)'), rank
+),
+slowest AS (
+    SELECT run, phase, arg_max(rank, skew_ns) AS slowest_rank,
+           arg_max(last_arrivals, skew_ns) AS last_arrivals
+    FROM by_rank
+    GROUP BY run, phase
+),
+per_phase AS (
+    SELECT run, COALESCE(phase, '(no phase)') AS phase,
+           COUNT(DISTINCT collective || '#' || seq) FILTER (WHERE matched) AS collectives,
+           COUNT(*) AS kernels,
+           COUNT(DISTINCT rank) AS ranks,
+           SUM(dur_ns) AS total_ns,
+           SUM(dur_ns) FILTER (WHERE matched) AS matched_ns,
+           SUM(transfer_ns) AS transfer_ns,
+           SUM(wait_ns) AS wait_ns,
+           SUM(exposed_ns) AS exposed_ns,
+           SUM(skew_ns) AS skew_ns,
+           COUNT(*) FILTER (WHERE NOT matched) AS unmatched_kernels,
+           SUM(inst_bytes::DOUBLE / n_ranks) FILTER (WHERE matched) AS bytes,
+           SUM(inst_bytes * bus_factor) FILTER (WHERE matched AND inst_bytes IS NOT NULL)
+               / NULLIF(SUM(transfer_ns) FILTER (WHERE matched AND inst_bytes IS NOT NULL), 0)
+               AS busbw,
+           median(end_spread_ns) FILTER (WHERE matched) AS end_spread_ns,
+           MIN(start_ns) AS first_ns
+    FROM comm_rows
+    GROUP BY run, COALESCE(phase, '(no phase)')
+)
+SELECT p.run, p.phase, p.collectives, p.kernels, p.ranks,
+       ROUND(p.total_ns / 1e6, 3) AS total_ms,
+       ROUND(p.transfer_ns / 1e6, 3) AS transfer_ms,
+       ROUND(p.wait_ns / 1e6, 3) AS wait_ms,
+       ROUND(100.0 * p.wait_ns / NULLIF(p.matched_ns, 0), 2) AS wait_pct,
+       ROUND(p.exposed_ns / 1e6, 3) AS exposed_ms,
+       ROUND(100.0 * p.exposed_ns / NULLIF(p.total_ns, 0), 2) AS exposed_pct,
+       ROUND(p.skew_ns / 1e6, 3) AS skew_ms,
+       p.unmatched_kernels,
+       ROUND(p.bytes / 1e6, 3) AS mbytes,
+       ROUND(p.busbw, 2) AS busbw_gbps,
+       s.slowest_rank,
+       ROUND(100.0 * s.last_arrivals / NULLIF(p.collectives, 0), 1) AS last_arrival_pct,
+       ROUND(p.end_spread_ns / 1e3, 1) AS end_spread_us
+FROM per_phase p
+LEFT JOIN slowest s USING (run, phase)
+ORDER BY p.run, p.first_ns, p.phase

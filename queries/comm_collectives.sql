@@ -1,0 +1,125 @@
+-- name: comm_collectives
+-- description: One row per collective matched across ranks (the k-th kernel of the same
+--   collective on every rank): its transfer time (shortest duration over ranks), the
+--   longest wait and arrival skew, the rank that arrived last, and the spread of end
+--   times (small when the matching is right). Unmatched kernels appear with matched =
+--   false.
+-- column: run  run label
+-- column: collective  collective (AllReduce, AllGather ...), else the kernel's short name
+-- column: seq  index of the collective among the rank's kernels of that collective (from 0)
+-- column: phase  phase of the launching step (the most frequent over ranks)
+-- column: op  innermost operator range at launch (the most frequent over ranks)
+-- column: ranks  ranks with a kernel for this collective
+-- column: matched  every rank running this collective has its seq-th kernel
+-- column: start_ns  earliest start over ranks (ns)
+-- column: transfer_us  shortest duration over ranks (µs); NULL when unmatched
+-- column: max_dur_us  longest duration over ranks (µs)
+-- column: max_wait_us  longest wait: max duration - transfer (µs)
+-- column: max_skew_us  latest start - earliest start (µs)
+-- column: last_rank  the rank that started last
+-- column: end_spread_us  latest end - earliest end over ranks (µs)
+-- column: bytes  message bytes where recorded, else NULL
+-- BEGIN shared comm CTEs (identical in every queries/comm_*.sql; tests check it)
+-- One collective = the k-th communication kernel of the same collective on each rank
+-- (the trace does not record the communicator): seq numbers a rank's kernels of one
+-- collective by start time. A collective is matched when every rank that runs this
+-- collective has a k-th kernel; then transfer = its shortest duration over ranks,
+-- wait = duration - transfer, skew = start - earliest start. Exposed time is the part
+-- of a communication kernel that no compute kernel on the same device overlaps.
+WITH comm AS (
+    SELECT run, rank, device, stream, phase, step, op, start_ns, end_ns, dur_ns, bytes,
+           COALESCE(collective, short_name, name) AS collective,
+           row_number() OVER (
+               PARTITION BY run, rank, COALESCE(collective, short_name, name)
+               ORDER BY start_ns, end_ns, stream
+           ) - 1 AS seq
+    FROM events
+    WHERE kind = 'kernel' AND category = 'communication'
+),
+coll_ranks AS (
+    SELECT run, collective, COUNT(DISTINCT rank) AS ranks
+    FROM comm
+    GROUP BY run, collective
+),
+inst AS (
+    SELECT c.run, c.collective, c.seq,
+           COUNT(*) AS n_ranks,
+           MIN(c.dur_ns) AS min_dur_ns,
+           MIN(c.start_ns) AS first_start_ns,
+           MAX(c.end_ns) - MIN(c.end_ns) AS end_spread_ns,
+           arg_max(c.rank, c.start_ns) AS last_rank,
+           MAX(c.bytes) AS inst_bytes,
+           COUNT(*) = ANY_VALUE(r.ranks) AND ANY_VALUE(r.ranks) > 1 AS matched
+    FROM comm c
+    JOIN coll_ranks r USING (run, collective)
+    GROUP BY c.run, c.collective, c.seq
+),
+compute AS (
+    SELECT run, rank, device, start_ns, end_ns,
+           MAX(end_ns) OVER (
+               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+           ) AS prev_end
+    FROM events
+    WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
+      AND device IS NOT NULL
+),
+islands AS (
+    SELECT run, rank, device, start_ns, end_ns,
+           SUM(CASE WHEN prev_end IS NULL OR start_ns > prev_end THEN 1 ELSE 0 END) OVER (
+               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
+               ROWS UNBOUNDED PRECEDING
+           ) AS island
+    FROM compute
+),
+busy AS (
+    SELECT run, rank, device, MIN(start_ns) AS start_ns, MAX(end_ns) AS end_ns
+    FROM islands
+    GROUP BY run, rank, device, island
+),
+covered AS (
+    SELECT c.run, c.rank, c.collective, c.seq,
+           SUM(LEAST(c.end_ns, b.end_ns) - GREATEST(c.start_ns, b.start_ns)) AS covered_ns
+    FROM comm c
+    JOIN busy b
+      ON b.run = c.run AND b.rank = c.rank AND b.device = c.device
+     AND b.start_ns < c.end_ns AND b.end_ns > c.start_ns
+    GROUP BY c.run, c.rank, c.collective, c.seq
+),
+comm_rows AS (
+    SELECT c.run, c.rank, c.device, c.stream, c.phase, c.step, c.op, c.collective, c.seq,
+           c.start_ns, c.dur_ns, i.n_ranks, i.matched, i.last_rank, i.end_spread_ns,
+           i.inst_bytes,
+           CASE WHEN i.matched THEN i.min_dur_ns END AS transfer_ns,
+           CASE WHEN i.matched THEN c.dur_ns - i.min_dur_ns END AS wait_ns,
+           CASE WHEN i.matched THEN c.start_ns - i.first_start_ns END AS skew_ns,
+           c.dur_ns - COALESCE(v.covered_ns, 0) AS exposed_ns,
+           -- bus bandwidth factor (nccl-tests PERFORMANCE.md): bytes * factor / time
+           CASE c.collective
+               WHEN 'AllReduce' THEN 2.0 * (i.n_ranks - 1) / i.n_ranks
+               WHEN 'AllGather' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               WHEN 'ReduceScatter' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               WHEN 'AllToAll' THEN (i.n_ranks - 1) / i.n_ranks::DOUBLE
+               ELSE 1.0
+           END AS bus_factor
+    FROM comm c
+    JOIN inst i USING (run, collective, seq)
+    LEFT JOIN covered v USING (run, rank, collective, seq)
+)
+-- END shared comm CTEs
+SELECT run, collective, seq,
+       mode(COALESCE(phase, '(no phase)')) AS phase,
+       mode(COALESCE(op, '(no op)')) AS op,
+       ANY_VALUE(n_ranks) AS ranks,
+       bool_and(matched) AS matched,
+       MIN(start_ns) AS start_ns,
+       ROUND(MIN(transfer_ns) / 1e3, 2) AS transfer_us,
+       ROUND(MAX(dur_ns) / 1e3, 2) AS max_dur_us,
+       ROUND(MAX(wait_ns) / 1e3, 2) AS max_wait_us,
+       ROUND(MAX(skew_ns) / 1e3, 2) AS max_skew_us,
+       ANY_VALUE(last_rank) AS last_rank,
+       ROUND(ANY_VALUE(end_spread_ns) / 1e3, 2) AS end_spread_us,
+       ANY_VALUE(inst_bytes) AS bytes
+FROM comm_rows
+GROUP BY run, collective, seq
+ORDER BY run, MIN(start_ns), collective, seq
