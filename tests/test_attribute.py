@@ -87,5 +87,5 @@ def test_path_matches_range_join_oracle(case: str, tmp_path: Path) -> None:
     assert all(txt.startswith(lf) for txt, lf in zip(merged["innermost"], leaf, strict=True))
     # Kernels launched with no range open have no path in tracekit either.
     n_kernels = _raw(src, "select count(*) as n from CUPTI_ACTIVITY_KIND_KERNEL")["n"][0]
-    n_with_path = duckdb.sql(f"select count(path) from '{out}' where kind = 'kernel'").fetchone()[0]
+    n_with_path = duckdb.sql(f"select count(path) from '{out}' where kind = 'kernel'").fetchall()[0][0]
     assert n_with_path == len(want) <= n_kernels
