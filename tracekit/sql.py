@@ -117,9 +117,13 @@ def convert(value: Any, type_: str, what: str) -> Any:
 
 @functools.cache
 def _reserved_words() -> frozenset[str]:
-    rows = duckdb.sql(
-        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
-    ).fetchall()
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
+        ).fetchall()
+    finally:
+        con.close()
     return frozenset(r[0].lower() for r in rows)
 
 
