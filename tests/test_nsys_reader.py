@@ -24,7 +24,11 @@ from tracekit.errors import TracekitError
 from tracekit.readers import nsys
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "nsys"
-SQLITES = sorted(p.relative_to(TRACES).as_posix() for p in TRACES.rglob("*.sqlite")) if TRACES.is_dir() else []
+SQLITES = (
+    sorted(p.relative_to(TRACES).as_posix() for p in TRACES.rglob("*.sqlite"))
+    if TRACES.is_dir()
+    else []
+)
 TWO_GPU = ["mfu_2gpu_before.sqlite", "mfu_2gpu_after.sqlite", "h100_2gpu_1s.sqlite"]
 
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/traces is absent")
@@ -42,7 +46,9 @@ def nsys_bin() -> str:
     found = os.environ.get("NSYS") or shutil.which("nsys")
     if not found:
         if os.environ.get("TRACEKIT_REQUIRE_NSYS") == "1":
-            pytest.fail("TRACEKIT_REQUIRE_NSYS=1 but nsys is not installed (run .ci/install-nsys.sh).")
+            pytest.fail(
+                "TRACEKIT_REQUIRE_NSYS=1 but nsys is not installed (run .ci/install-nsys.sh)."
+            )
         pytest.skip("nsys is not installed (.ci/install-nsys.sh installs it)")
     return found
 
@@ -84,27 +90,49 @@ def _check_against_sql(trace: nsys.RawTrace, db: Path) -> None:
     K = "CUPTI_ACTIVITY_KIND_KERNEL"
     if K in tables:
         per_proc = dict(
-            ((pid, (n, dur)) for pid, n, dur in _sql(
-                db, f'SELECT (globalPid >> 24) & 16777215, count(*), sum("end" - start) FROM {K} GROUP BY 1'))
+            (
+                (pid, (n, dur))
+                for pid, n, dur in _sql(
+                    db,
+                    f'SELECT (globalPid >> 24) & 16777215, count(*), sum("end" - start) FROM {K} GROUP BY 1',
+                )
+            )
         )
-        nccl = _sql(db, f"SELECT count(*) FROM {K} k JOIN StringIds s ON s.id = k.demangledName "
-                        "WHERE s.value LIKE '%nccl%'")[0][0]
-        names = {r[0] for r in _sql(db, f"SELECT DISTINCT s.value FROM {K} k JOIN StringIds s ON s.id = k.demangledName")}
+        nccl = _sql(
+            db,
+            f"SELECT count(*) FROM {K} k JOIN StringIds s ON s.id = k.demangledName "
+            "WHERE s.value LIKE '%nccl%'",
+        )[0][0]
+        names = {
+            r[0]
+            for r in _sql(
+                db, f"SELECT DISTINCT s.value FROM {K} k JOIN StringIds s ON s.id = k.demangledName"
+            )
+        }
     else:
         per_proc, nccl, names = {}, 0, set()
     assert kernels.num_rows == sum(n for n, _ in per_proc.values())
     got = kernels.group_by("pid").aggregate([("pid", "count"), ("start_ns", "count")])
     durs = pc.subtract(kernels["end_ns"], kernels["start_ns"])
     got_dur = pa.table({"pid": kernels["pid"], "d": durs}).group_by("pid").aggregate([("d", "sum")])
-    assert {r["pid"]: r["pid_count"] for r in got.to_pylist()} == {p: n for p, (n, _) in per_proc.items()}
-    assert {r["pid"]: r["d_sum"] for r in got_dur.to_pylist()} == {p: d for p, (_, d) in per_proc.items()}
-    assert (pc.sum(pc.match_substring(kernels["name"], "nccl", ignore_case=True)).as_py() or 0) == nccl
+    assert {r["pid"]: r["pid_count"] for r in got.to_pylist()} == {
+        p: n for p, (n, _) in per_proc.items()
+    }
+    assert {r["pid"]: r["d_sum"] for r in got_dur.to_pylist()} == {
+        p: d for p, (_, d) in per_proc.items()
+    }
+    assert (
+        pc.sum(pc.match_substring(kernels["name"], "nccl", ignore_case=True)).as_py() or 0
+    ) == nccl
     assert set(kernels["name"].to_pylist()) == names
     assert kernels["short_name"].null_count == 0
     assert kernels["device"].null_count == 0 and kernels["correlation"].null_count == 0
 
-    for kind, table in (("memcpy", "CUPTI_ACTIVITY_KIND_MEMCPY"), ("memset", "CUPTI_ACTIVITY_KIND_MEMSET"),
-                        ("sync", "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION")):
+    for kind, table in (
+        ("memcpy", "CUPTI_ACTIVITY_KIND_MEMCPY"),
+        ("memset", "CUPTI_ACTIVITY_KIND_MEMSET"),
+        ("sync", "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"),
+    ):
         want = _sql(db, f"SELECT count(*) FROM {table}")[0][0] if table in tables else 0
         assert _kind(trace, kind).num_rows == want, kind
     if "CUPTI_ACTIVITY_KIND_MEMCPY" in tables:
@@ -113,11 +141,18 @@ def _check_against_sql(trace: nsys.RawTrace, db: Path) -> None:
 
     runtime = _kind(trace, "runtime")
     R = "CUPTI_ACTIVITY_KIND_RUNTIME"
-    want_rt = {
-        (pid, tid, name): n for pid, tid, name, n in _sql(
-            db, f"SELECT (globalTid >> 24) & 16777215, globalTid & 16777215, s.value, count(*) "
-                f"FROM {R} r JOIN StringIds s ON s.id = r.nameId GROUP BY 1, 2, 3")
-    } if R in tables else {}
+    want_rt = (
+        {
+            (pid, tid, name): n
+            for pid, tid, name, n in _sql(
+                db,
+                f"SELECT (globalTid >> 24) & 16777215, globalTid & 16777215, s.value, count(*) "
+                f"FROM {R} r JOIN StringIds s ON s.id = r.nameId GROUP BY 1, 2, 3",
+            )
+        }
+        if R in tables
+        else {}
+    )
     got_rt = runtime.group_by(["pid", "tid", "name"]).aggregate([("pid", "count")]).to_pylist()
     assert {(r["pid"], r["tid"], r["name"]): r["pid_count"] for r in got_rt} == want_rt
     # The decoded pids are OS pids: every one is a process the export lists.
@@ -131,9 +166,12 @@ def _check_against_sql(trace: nsys.RawTrace, db: Path) -> None:
         text = "coalesce(s.value, n.text)" if "textId" in cols else "n.text"
         join = "LEFT JOIN StringIds s ON s.id = n.textId" if "textId" in cols else ""
         want_nv = {
-            (name, et == 59): c for name, et, c in _sql(
-                db, f"SELECT {text}, eventType, count(*) FROM NVTX_EVENTS n {join} "
-                    "WHERE eventType IN (59, 60) GROUP BY 1, 2")
+            (name, et == 59): c
+            for name, et, c in _sql(
+                db,
+                f"SELECT {text}, eventType, count(*) FROM NVTX_EVENTS n {join} "
+                "WHERE eventType IN (59, 60) GROUP BY 1, 2",
+            )
         }
     else:
         want_nv = {}
@@ -143,7 +181,10 @@ def _check_against_sql(trace: nsys.RawTrace, db: Path) -> None:
 
     # Intervals are whole ns on one clock, never inverted.
     assert trace.table["start_ns"].type == pa.int64()
-    assert pc.all(pc.greater_equal(trace.table["end_ns"], trace.table["start_ns"])).as_py() is not False
+    assert (
+        pc.all(pc.greater_equal(trace.table["end_ns"], trace.table["start_ns"])).as_py()
+        is not False
+    )
     schema.conform(trace.table)  # the table fits the events schema
 
 
@@ -154,9 +195,19 @@ def test_every_shared_sqlite_matches_raw_sql(rel: str, backend: str) -> None:
     _check_against_sql(trace, TRACES / rel)
     meta = trace.meta
     assert meta["format"] == "nsys-sqlite" and meta["profiler"] == "nsys"
-    assert meta["profiler_version"] and meta["profiler_version"][:4] in {"2022", "2024", "2025", "2026"}
-    gpu_pids = set(pc.unique(trace.table.filter(pc.is_in(trace.table["kind"], pa.array(
-        list(schema.GPU_KINDS))))["pid"]).to_pylist())
+    assert meta["profiler_version"] and meta["profiler_version"][:4] in {
+        "2022",
+        "2024",
+        "2025",
+        "2026",
+    }
+    gpu_pids = set(
+        pc.unique(
+            trace.table.filter(pc.is_in(trace.table["kind"], pa.array(list(schema.GPU_KINDS))))[
+                "pid"
+            ]
+        ).to_pylist()
+    )
     assert meta["world_size"] == (len(gpu_pids) or None)
     assert {p["pid"] for p in meta["processes"] if p["rank"] is not None} == gpu_pids
 
@@ -165,16 +216,21 @@ def test_every_shared_sqlite_matches_raw_sql(rel: str, backend: str) -> None:
 def test_readme_counts() -> None:
     """Kernel/NVTX/NCCL counts named in shared/traces/README.md."""
     want = {
-        "mfu_2gpu_before.sqlite": (4010, 19118, 66), "mfu_2gpu_after.sqlite": (3587, 17113, 62),
-        "h100_2gpu_1s.sqlite": (3442, 16782, 0), "fuser-2024.6/report1.sqlite": (19, 639, 0),
-        "fuser-2025.1/report1.sqlite": (18, 13513, 0), "pipit-saxpy-2022.2.sqlite": (5, None, 0),
+        "mfu_2gpu_before.sqlite": (4010, 19118, 66),
+        "mfu_2gpu_after.sqlite": (3587, 17113, 62),
+        "h100_2gpu_1s.sqlite": (3442, 16782, 0),
+        "fuser-2024.6/report1.sqlite": (19, 639, 0),
+        "fuser-2025.1/report1.sqlite": (18, 13513, 0),
+        "pipit-saxpy-2022.2.sqlite": (5, None, 0),
         "pipit-cloverleaf-2024.5-no-nvtx.sqlite": (1312, 0, 0),
     }
     for rel, (k, n, nccl) in want.items():
         t = _read(rel, "sqlite3").table
         kernels = t.filter(pc.equal(t["kind"], "kernel"))
         assert kernels.num_rows == k, rel
-        assert (pc.sum(pc.match_substring(kernels["name"], "nccl", ignore_case=True)).as_py() or 0) == nccl, rel
+        assert (
+            pc.sum(pc.match_substring(kernels["name"], "nccl", ignore_case=True)).as_py() or 0
+        ) == nccl, rel
         if n is not None:  # README counts NVTX events; these files hold only ranges
             assert t.filter(pc.equal(t["kind"], "range")).num_rows == n, rel
 
@@ -187,8 +243,13 @@ def test_torchrun_two_gpu_ranks(rel: str) -> None:
     assert meta["world_size"] == 2 and meta["rank_source"] == "order"
     assert {p["rank"] for p in meta["processes"] if p["rank"] is not None} == {0, 1}
     # Rank r is the process that ran its kernels on device r (raw SQL).
-    want = dict(_sql(TRACES / rel, "SELECT deviceId, (globalPid >> 24) & 16777215 FROM "
-                     "CUPTI_ACTIVITY_KIND_KERNEL GROUP BY 1, 2"))
+    want = dict(
+        _sql(
+            TRACES / rel,
+            "SELECT deviceId, (globalPid >> 24) & 16777215 FROM "
+            "CUPTI_ACTIVITY_KIND_KERNEL GROUP BY 1, 2",
+        )
+    )
     for p in meta["processes"]:
         if p["rank"] is not None:
             assert want[p["rank"]] == p["pid"]
@@ -219,10 +280,16 @@ def test_meta_gpus_versions_and_explicit_rank() -> None:
 def test_nvtx_domains_payload_and_nesting() -> None:
     t = _read("pipit-saxpy-2022.2.sqlite", "sqlite3").table
     ranges = t.filter(pc.equal(t["kind"], "range"))
-    want = dict(_sql(TRACES / "pipit-saxpy-2022.2.sqlite",
-                     "SELECT d.text, count(*) FROM NVTX_EVENTS n JOIN NVTX_EVENTS d "
-                     "ON d.eventType = 75 AND d.domainId = n.domainId WHERE n.eventType = 59 GROUP BY 1"))
-    got = ranges.filter(ranges["domain"].is_valid()).group_by("domain").aggregate([("pid", "count")])
+    want = dict(
+        _sql(
+            TRACES / "pipit-saxpy-2022.2.sqlite",
+            "SELECT d.text, count(*) FROM NVTX_EVENTS n JOIN NVTX_EVENTS d "
+            "ON d.eventType = 75 AND d.domainId = n.domainId WHERE n.eventType = 59 GROUP BY 1",
+        )
+    )
+    got = (
+        ranges.filter(ranges["domain"].is_valid()).group_by("domain").aggregate([("pid", "count")])
+    )
     assert {r["domain"]: r["pid_count"] for r in got.to_pylist()} == want
     assert pc.all(ranges["nested"]).as_py()
     # mfu ranges in domain 1 have no domain-create event in the window: no domain name.
@@ -235,8 +302,10 @@ def test_unclosed_range_is_clamped(tmp_path: Path) -> None:
     db = tmp_path / "unclosed.sqlite"
     shutil.copy(TRACES / "pipit-saxpy-2022.2.sqlite", db)
     conn = sqlite3.connect(db)
-    conn.execute('UPDATE NVTX_EVENTS SET "end" = NULL WHERE rowid = '
-                 "(SELECT min(rowid) FROM NVTX_EVENTS WHERE eventType = 59)")
+    conn.execute(
+        'UPDATE NVTX_EVENTS SET "end" = NULL WHERE rowid = '
+        "(SELECT min(rowid) FROM NVTX_EVENTS WHERE eventType = 59)"
+    )
     conn.commit()
     last = conn.execute(
         'SELECT max(m) FROM (SELECT max("end") m FROM CUPTI_ACTIVITY_KIND_KERNEL UNION ALL '
@@ -318,13 +387,22 @@ def test_report_without_nsys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.nsys
 @needs_traces
-@pytest.mark.parametrize("rel,kernels,runtime", [
-    ("conductor-2021.5.nsys-rep", 187, None),
-    ("alpa-2022.1-jax.nsys-rep", 14, 777),
-    ("alpa-2022.1-nccl-init.nsys-rep", 0, None),
-])
-def test_report_exports_and_matches(rel: str, kernels: int, runtime: int | None, nsys_bin: str,
-                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "rel,kernels,runtime",
+    [
+        ("conductor-2021.5.nsys-rep", 187, None),
+        ("alpa-2022.1-jax.nsys-rep", 14, 777),
+        ("alpa-2022.1-nccl-init.nsys-rep", 0, None),
+    ],
+)
+def test_report_exports_and_matches(
+    rel: str,
+    kernels: int,
+    runtime: int | None,
+    nsys_bin: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     trace = nsys.read(TRACES / rel)
@@ -335,14 +413,19 @@ def test_report_exports_and_matches(rel: str, kernels: int, runtime: int | None,
         assert _kind(trace, "runtime").num_rows == runtime
     # Independent export with the same nsys, checked by raw SQL.
     out = tmp_path / "ref.sqlite"
-    subprocess.run([nsys_bin, "export", "--type", "sqlite", "--output", str(out), str(TRACES / rel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [nsys_bin, "export", "--type", "sqlite", "--output", str(out), str(TRACES / rel)],
+        check=True,
+        capture_output=True,
+    )
     _check_against_sql(trace, out)
 
 
 @pytest.mark.nsys
 @needs_traces
-def test_report_too_new_is_refused(nsys_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_too_new_is_refused(
+    nsys_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     msg = _message(TRACES / "fuser-2024.6" / "report1.nsys-rep")
     assert "cannot export report1.nsys-rep" in msg

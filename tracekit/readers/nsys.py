@@ -122,9 +122,21 @@ def _export(report: Path, tmp: Path) -> Path:
     out = tmp / "export.sqlite"
     try:
         proc = subprocess.run(
-            [nsys, "export", "--type", "sqlite", "--force-overwrite", "true",
-             "--output", str(out), str(report)],
-            capture_output=True, text=True, errors="replace", check=False,
+            [
+                nsys,
+                "export",
+                "--type",
+                "sqlite",
+                "--force-overwrite",
+                "true",
+                "--output",
+                str(out),
+                str(report),
+            ],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
         )
     except OSError as exc:
         raise TracekitError(f"Cannot run nsys ({nsys}: {exc}); {way_out}.") from exc
@@ -141,7 +153,11 @@ def _export(report: Path, tmp: Path) -> Path:
 
 
 def _export_reason(text: str) -> str:
-    for pattern in (r"Version number is invalid[^\n]*", r"\w*Exception[^\n]*", r"[^\n]*[Ee]rror[^\n]*"):
+    for pattern in (
+        r"Version number is invalid[^\n]*",
+        r"\w*Exception[^\n]*",
+        r"[^\n]*[Ee]rror[^\n]*",
+    ):
         m = re.search(pattern, text)
         if m:
             return m.group(0).strip().rstrip(".")[:200]
@@ -203,7 +219,8 @@ class _Db:
         if table not in self._cols:
             self._cols[table] = (
                 [r[1] for r in self.conn.execute(f'PRAGMA table_info("{table}")')]
-                if table in self.tables else []
+                if table in self.tables
+                else []
             )
         return self._cols[table]
 
@@ -220,38 +237,51 @@ class _Db:
         finally:
             self.conn.text_factory = str
 
-    def columns(self, table: str, ints: dict[str, str | None], strs: dict[str, str | None],
-                where: str = "") -> dict[str, pa.Array]:
+    def columns(
+        self, table: str, ints: dict[str, str | None], strs: dict[str, str | None], where: str = ""
+    ) -> dict[str, pa.Array]:
         """Select ``ints`` (name -> SQL expression or None) as int64 arrays with nulls and
         ``strs`` as string arrays ('' for NULL) from ``table``, in one query."""
-        exprs = [f"COALESCE(CAST(({e}) AS INTEGER), {NULL_INT})" if e else str(NULL_INT)
-                 for e in ints.values()]
-        exprs += [f"COALESCE(CAST(({e}) AS TEXT), '')" if e else "''" for e in strs.values()]
-        sql = f'SELECT {", ".join(exprs)} FROM "{table}" {where}'
-        names = list(ints) + list(strs)
+        # Columns the file lacks are not selected: they become NULL arrays here.
+        ints_sel = [n for n, e in ints.items() if e]
+        strs_sel = [n for n, e in strs.items() if e]
+        exprs = [f"COALESCE({ints[n]}, {NULL_INT})" for n in ints_sel]
+        exprs += [f"COALESCE(CAST(({strs[n]}) AS TEXT), '')" for n in strs_sel]
         raw: dict[str, Any] | None = None
-        if self.adbc is not None:
-            try:
-                with self.adbc.cursor() as cur:
-                    cur.execute(sql)
-                    tab = cur.fetch_arrow_table()
-                raw = {n: tab.column(i) for i, n in enumerate(names)}
-            except Exception:  # fall back to sqlite3, which reports real errors
-                raw = None
-        if raw is None:
-            raw = self._columns_sqlite3(sql, list(ints), list(strs))
+        if exprs:
+            sql = f'SELECT {", ".join(exprs)} FROM "{table}" {where}'
+            names = ints_sel + strs_sel
+            if self.adbc is not None:
+                try:
+                    with self.adbc.cursor() as cur:
+                        cur.execute(sql)
+                        tab = cur.fetch_arrow_table()
+                    raw = {n: tab.column(i) for i, n in enumerate(names)}
+                except Exception:  # fall back to sqlite3, which reports real errors
+                    raw = None
+            if raw is None:
+                raw = self._columns_sqlite3(sql, ints_sel, strs_sel)
+            nrows = len(raw[names[0]])
+        else:
+            nrows = self.rows(f'SELECT count(*) FROM "{table}" {where}')[0][0]
         out: dict[str, pa.Array] = {}
         for n in ints:
+            if n not in ints_sel or raw is None:
+                out[n] = pa.nulls(nrows, pa.int64())
+                continue
+            col = raw[n]
             a = np.asarray(
-                raw[n].to_numpy() if isinstance(raw[n], pa.ChunkedArray) else raw[n],
-                dtype=np.int64,
+                col.to_numpy() if isinstance(col, pa.ChunkedArray) else col, dtype=np.int64
             )
             out[n] = pa.array(a, pa.int64(), mask=a == NULL_INT)
         for n in strs:
+            if n not in strs_sel or raw is None:
+                out[n] = pa.repeat(pa.scalar("", pa.string()), nrows)
+                continue
             col = raw[n]
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
-            out[n] = pa.array(col, pa.string()) if not isinstance(col, pa.Array) else col.cast(pa.string())
+            out[n] = col.cast(pa.string())
         return out
 
     def _columns_sqlite3(self, sql: str, ints: list[str], strs: list[str]) -> dict[str, Any]:
@@ -329,11 +359,17 @@ def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str) -> pa.Table | N
         return None
     c = lambda n: _col(db, table, n)  # noqa: E731
     ints = {
-        "start_ns": c("start"), "end_ns": c("end"), "device": c("deviceId"),
-        "stream": c("streamId"), "correlation": c("correlationId"),
-        "global_pid": c("globalPid"), "graph_id": c("graphId"),
-        "graph_node_id": c("graphNodeId"), "bytes": c("bytes"),
-        "name_id": c("demangledName"), "short_id": c("shortName"),
+        "start_ns": c("start"),
+        "end_ns": c("end"),
+        "device": c("deviceId"),
+        "stream": c("streamId"),
+        "correlation": c("correlationId"),
+        "global_pid": c("globalPid"),
+        "graph_id": c("graphId"),
+        "graph_node_id": c("graphNodeId"),
+        "bytes": c("bytes"),
+        "name_id": c("demangledName"),
+        "short_id": c("shortName"),
         "code": c("copyKind") if kind == "memcpy" else c("syncType"),
     }
     d = db.columns(table, ints, {})
@@ -343,7 +379,7 @@ def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str) -> pa.Table | N
     elif kind == "memcpy":
         name = short = _labels(db, "ENUM_CUDA_MEMCPY_OPER", d["code"], "Memcpy ", "Memcpy")
     elif kind == "memset":
-        name = short = pa.array(np.full(len(d["start_ns"]), "Memset", dtype=object), pa.string())
+        name = short = pa.repeat(pa.scalar("Memset", pa.string()), len(d["start_ns"]))
     else:
         name = short = _labels(db, "ENUM_CUPTI_SYNC_TYPE", d["code"], "", "Synchronization")
     return _part(d, kind=kind, name=name, short_name=short, pid=_pid(d["global_pid"]))
@@ -353,13 +389,26 @@ def _runtime_part(db: _Db, strings: _Strings, table: str) -> pa.Table | None:
     if table not in db.tables:
         return None
     c = lambda n: _col(db, table, n)  # noqa: E731
-    d = db.columns(table, {
-        "start_ns": c("start"), "end_ns": c("end"), "global_tid": c("globalTid"),
-        "correlation": c("correlationId"), "name_id": c("nameId"),
-    }, {})
+    d = db.columns(
+        table,
+        {
+            "start_ns": c("start"),
+            "end_ns": c("end"),
+            "global_tid": c("globalTid"),
+            "correlation": c("correlationId"),
+            "name_id": c("nameId"),
+        },
+        {},
+    )
     name = strings.decode(d["name_id"])
-    return _part(d, kind="runtime", name=name, short_name=name,
-                 pid=_pid(d["global_tid"]), tid=_tid(d["global_tid"]))
+    return _part(
+        d,
+        kind="runtime",
+        name=name,
+        short_name=name,
+        pid=_pid(d["global_tid"]),
+        tid=_tid(d["global_tid"]),
+    )
 
 
 def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | None:
@@ -367,16 +416,36 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
         return None
     c = lambda n: _col(db, NVTX, n)  # noqa: E731
     # Payload as text: the first recorded value column, else the JSON payload.
-    payload_cols = [n for n in ("int64Value", "uint64Value", "int32Value", "uint32Value",
-                                "doubleValue", "floatValue", "jsonText") if n in db.cols(NVTX)]
+    payload_cols = [
+        n
+        for n in (
+            "int64Value",
+            "uint64Value",
+            "int32Value",
+            "uint32Value",
+            "doubleValue",
+            "floatValue",
+            "jsonText",
+        )
+        if n in db.cols(NVTX)
+    ]
     payload = (
-        "CASE " + " ".join(f'WHEN "{n}" IS NOT NULL THEN CAST("{n}" AS TEXT)' for n in payload_cols)
-        + " END" if payload_cols else None
+        "CASE "
+        + " ".join(f'WHEN "{n}" IS NOT NULL THEN CAST("{n}" AS TEXT)' for n in payload_cols)
+        + " END"
+        if payload_cols
+        else None
     )
     d = db.columns(
         NVTX,
-        {"start_ns": c("start"), "end_ns": c("end"), "event_type": c("eventType"),
-         "global_tid": c("globalTid"), "text_id": c("textId"), "domain_id": c("domainId")},
+        {
+            "start_ns": c("start"),
+            "end_ns": c("end"),
+            "event_type": c("eventType"),
+            "global_tid": c("globalTid"),
+            "text_id": c("textId"),
+            "domain_id": c("domainId"),
+        },
         {"text": c("text"), "payload": payload},
         where=f'WHERE "eventType" IN ({NVTX_PUSH_POP}, {NVTX_START_END})',
     )
@@ -396,7 +465,9 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
         if created:
             ids = pa.array([r[0] for r in created], pa.int64())
             tids = strings.decode(pa.array([r[2] for r in created], pa.int64()))
-            texts = pc.if_else(tids.is_valid(), tids, pa.array([r[1] for r in created], pa.string()))
+            texts = pc.if_else(
+                tids.is_valid(), tids, pa.array([r[1] for r in created], pa.string())
+            )
             idx = pc.index_in(d["domain_id"], value_set=ids)
             domain = texts.take(idx)
 
@@ -406,11 +477,22 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
     # unattributed.  The clamp value is filled in by _read_sqlite once all parts exist.
     unclosed = d["end_ns"].null_count
     if unclosed:
-        warnings.append(f"{unclosed} NVTX range(s) had no end (still open when capture "
-                        "stopped) and were clamped to the end of the trace.")
+        warnings.append(
+            f"{unclosed} NVTX range(s) had no end (still open when capture "
+            "stopped) and were clamped to the end of the trace."
+        )
     nested = pc.equal(d["event_type"], NVTX_PUSH_POP)
-    return _part(d, kind="range", name=name, short_name=name, pid=_pid(d["global_tid"]),
-                 tid=_tid(d["global_tid"]), domain=domain, payload=payload_arr, nested=nested)
+    return _part(
+        d,
+        kind="range",
+        name=name,
+        short_name=name,
+        pid=_pid(d["global_tid"]),
+        tid=_tid(d["global_tid"]),
+        domain=domain,
+        payload=payload_arr,
+        nested=nested,
+    )
 
 
 def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
@@ -418,7 +500,7 @@ def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
     cols: dict[str, Any] = {}
     for name, typ in _RAW_TYPES.items():
         if name == "kind":
-            cols[name] = pa.array(np.full(n, extra["kind"], dtype=object), pa.string())
+            cols[name] = pa.repeat(pa.scalar(extra["kind"], pa.string()), n)
         elif name in extra:
             cols[name] = pc.cast(extra[name], typ)
         elif name in d:
@@ -445,8 +527,12 @@ def _session_env(db: _Db) -> dict[str, str]:
     """Environment of the profiled launch: the launched process's variables as captured
     (META_DATA_CAPTURE), else the environment nsys ran in (TARGET_INFO_SYSTEM_ENV)."""
     env: dict[str, str] = {}
-    if "TARGET_INFO_SYSTEM_ENV" in db.tables and {"name", "value"} <= set(db.cols("TARGET_INFO_SYSTEM_ENV")):
-        for (value,) in db.rows("SELECT value FROM TARGET_INFO_SYSTEM_ENV WHERE name = 'DeviceEnvironment'"):
+    if "TARGET_INFO_SYSTEM_ENV" in db.tables and {"name", "value"} <= set(
+        db.cols("TARGET_INFO_SYSTEM_ENV")
+    ):
+        for (value,) in db.rows(
+            "SELECT value FROM TARGET_INFO_SYSTEM_ENV WHERE name = 'DeviceEnvironment'"
+        ):
             for item in str(value or "").split(";"):
                 k, sep, v = item.partition("=")
                 if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", k):
@@ -464,12 +550,16 @@ def _session_env(db: _Db) -> dict[str, str]:
 def _gpus(db: _Db, used: set[int], warnings: list[str]) -> dict[str, str] | None:
     table = "TARGET_INFO_GPU"
     if table not in db.tables or not {"id", "name"} <= set(db.cols(table)):
-        warnings.append("The trace records no GPU models (no TARGET_INFO_GPU table); "
-                        "meta 'gpus' is absent.")
+        warnings.append(
+            "The trace records no GPU models (no TARGET_INFO_GPU table); meta 'gpus' is absent."
+        )
         return None
     dev = "cuDevice" if "cuDevice" in db.cols(table) else "id"
-    by_dev = {int(r[0]): str(r[1]) for r in db.rows(f'SELECT "{dev}", name, id FROM "{table}"')
-              if r[0] is not None}
+    by_dev = {
+        int(r[0]): str(r[1])
+        for r in db.rows(f'SELECT "{dev}", name, id FROM "{table}"')
+        if r[0] is not None
+    }
     by_id = {int(r[0]): str(r[1]) for r in db.rows(f'SELECT id, name FROM "{table}"')}
     # A per-process CUDA ordinal -> GPU map (CUDA_VISIBLE_DEVICES) where recorded.
     cuda_dev = "TARGET_INFO_CUDA_DEVICE"
@@ -481,16 +571,19 @@ def _gpus(db: _Db, used: set[int], warnings: list[str]) -> dict[str, str] | None
     return {str(k): keep[k] for k in sorted(keep)}
 
 
-def _ranks(table: pa.Table, env: dict[str, str], warnings: list[str]
-           ) -> tuple[dict[int, int], str, int | None]:
+def _ranks(
+    table: pa.Table, env: dict[str, str], warnings: list[str]
+) -> tuple[dict[int, int], str, int | None]:
     """Rank per GPU-using process: (pid -> rank, rank_source, world_size)."""
     gpu = table.filter(pc.is_in(table["kind"], pa.array(["kernel", "memcpy", "memset"])))
     if gpu.num_rows == 0:
         return {}, "order", None
     gpu = gpu.append_column("is_kernel", pc.equal(gpu["kind"], "kernel"))
-    per_dev = gpu.group_by(["pid", "device"]).aggregate(
-        [("is_kernel", "sum"), ("start_ns", "count"), ("start_ns", "min")]
-    ).to_pylist()
+    per_dev = (
+        gpu.group_by(["pid", "device"])
+        .aggregate([("is_kernel", "sum"), ("start_ns", "count"), ("start_ns", "min")])
+        .to_pylist()
+    )
     kern = gpu.filter(gpu["is_kernel"]).group_by("pid").aggregate([("start_ns", "min")]).to_pylist()
     first_kernel = {r["pid"]: r["start_ns_min"] for r in kern}
     # A process's GPU is the device it ran most kernels on (then most activities):
@@ -506,7 +599,9 @@ def _ranks(table: pa.Table, env: dict[str, str], warnings: list[str]
     if world == 1:
         for var in RANK_VARS:
             if env.get(var, "").strip().isdigit():
-                size = next((int(env[v]) for v in SIZE_VARS if env.get(v, "").strip().isdigit()), None)
+                size = next(
+                    (int(env[v]) for v in SIZE_VARS if env.get(v, "").strip().isdigit()), None
+                )
                 return {order[0]: int(env[var])}, "explicit", size or 1
     return {pid: i for i, pid in enumerate(order)}, "order", world
 
@@ -550,7 +645,11 @@ def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
             "StringIds, CUPTI_ACTIVITY_KIND_* or NVTX_EVENTS tables); export the report with "
             "`nsys export --type sqlite` and pass that file."
         )
-    for table, what in ((KERNEL, "GPU kernels"), (NVTX, "NVTX ranges"), (RUNTIME, "CUDA API calls")):
+    for table, what in (
+        (KERNEL, "GPU kernels"),
+        (NVTX, "NVTX ranges"),
+        (RUNTIME, "CUDA API calls"),
+    ):
         if table not in db.tables:
             warnings.append(f"The trace has no {what} ({table} is absent).")
 
@@ -582,8 +681,11 @@ def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
 
     names: dict[int, str] = {}
     if "PROCESSES" in db.tables and {"pid", "name"} <= set(db.cols("PROCESSES")):
-        names = {int(p): str(n) for p, n in db.rows("SELECT pid, name FROM PROCESSES")
-                 if p is not None and n is not None}
+        names = {
+            int(p): str(n)
+            for p, n in db.rows("SELECT pid, name FROM PROCESSES")
+            if p is not None and n is not None
+        }
     all_pids = pc.unique(table["pid"].drop_null()).to_pylist()
     processes = sorted(
         ({"pid": p, "rank": rank_of.get(p), "name": names.get(p)} for p in all_pids),
