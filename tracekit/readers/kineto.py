@@ -51,10 +51,7 @@ PAYLOAD_PREFIX = "tracekit.payload:"
 # The fields read from each event and from its args.  Everything that could be
 # written with another JSON type by some producer is read as text and cast with
 # TRY_CAST: one odd value must not fail the whole file.
-_ARGS = (
-    "STRUCT(correlation VARCHAR, device VARCHAR, stream VARCHAR, bytes VARCHAR, "
-    "name VARCHAR)"
-)
+_ARGS = "STRUCT(correlation VARCHAR, device VARCHAR, stream VARCHAR, bytes VARCHAR, name VARCHAR)"
 _EVENT = (
     "STRUCT(ph VARCHAR, cat VARCHAR, name VARCHAR, pid VARCHAR, tid VARCHAR, "
     f"ts DOUBLE, dur DOUBLE, id VARCHAR, args {_ARGS})"
@@ -74,8 +71,12 @@ _HEADER = {
     "hip_driver_version": "JSON",
 }
 _VERSION_KEYS = (
-    "cupti_version", "cuda_runtime_version", "cuda_driver_version",
-    "roctracer_version", "hip_runtime_version", "hip_driver_version",
+    "cupti_version",
+    "cuda_runtime_version",
+    "cuda_driver_version",
+    "roctracer_version",
+    "hip_runtime_version",
+    "hip_driver_version",
 )
 
 # Raw category (lower case) -> kind.  GPU-side categories get device/stream and the
@@ -93,8 +94,7 @@ CASE
   WHEN cat = 'python_function' AND starts_with(name, 'nn.Module: ') THEN 'range'
 END"""
 _GPU_CATS = (
-    "'kernel', 'gpu_memcpy', 'memcpy', 'gpu_memset', 'memset', 'cuda_sync', "
-    "'gpu_user_annotation'"
+    "'kernel', 'gpu_memcpy', 'memcpy', 'gpu_memset', 'memset', 'cuda_sync', 'gpu_user_annotation'"
 )
 _FLOW_CATS = "'ac2g', 'async', 'async_cpu_to_gpu'"
 
@@ -262,7 +262,9 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
     )
     stats: dict[str, Any] = {"warnings": []}
     # Correlation through the flow arrow where a GPU activity's args lack it.
-    missing = _scalar(con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation IS NULL")
+    missing = _scalar(
+        con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation IS NULL"
+    )
     if missing:
         con.execute(
             f"""
@@ -381,7 +383,7 @@ def _payload_sql(con: duckdb.DuckDBPyConnection) -> str:
                  AND r.start_ns <= m.start_ns AND r.end_ns >= m.end_ns
           GROUP BY m.rid
         )
-        SELECT rid, '{{' || array_to_string(list_transform(kv, p ->
+        SELECT rid, '{{' || array_to_string(list_transform(kv, lambda p:
                  to_json(split_part(p, '=', 1))::VARCHAR || ': ' ||
                  CASE WHEN regexp_full_match(substr(p, strpos(p, '=') + 1),
                                              '-?\d+(\.\d+)?([eE][-+]?\d+)?')
@@ -396,10 +398,19 @@ def _payload_sql(con: duckdb.DuckDBPyConnection) -> str:
 
 def _typed(table: pa.Table) -> pa.Table:
     types = {
-        "pid": pa.int64(), "tid": pa.int64(), "device": pa.int32(), "stream": pa.int64(),
-        "kind": pa.string(), "name": pa.string(), "start_ns": pa.int64(), "end_ns": pa.int64(),
-        "correlation": pa.int64(), "bytes": pa.int64(), "nested": pa.bool_(),
-        "domain": pa.string(), "payload": pa.string(),
+        "pid": pa.int64(),
+        "tid": pa.int64(),
+        "device": pa.int32(),
+        "stream": pa.int64(),
+        "kind": pa.string(),
+        "name": pa.string(),
+        "start_ns": pa.int64(),
+        "end_ns": pa.int64(),
+        "correlation": pa.int64(),
+        "bytes": pa.int64(),
+        "nested": pa.bool_(),
+        "domain": pa.string(),
+        "payload": pa.string(),
     }
     cols = []
     for name, typ in types.items():
@@ -470,9 +481,7 @@ def _rank_column(table: pa.Table, meta: dict[str, Any]) -> pa.ChunkedArray:
         order = {int(p): i for i, (p, _) in enumerate(rows)}
         explicit = meta["rank"]
         ranks = {p: (explicit if explicit is not None else i) for p, i in order.items()}
-        meta["processes"] = [
-            {"pid": p, "rank": ranks[p], "name": names.get(p)} for p in order
-        ]
+        meta["processes"] = [{"pid": p, "rank": ranks[p], "name": names.get(p)} for p in order]
         if explicit is None and ranks:
             meta["rank"] = min(ranks.values())
     finally:
