@@ -716,3 +716,37 @@ def test_wheel_ships_the_queries(tmp_path: Path) -> None:
     for p in (ROOT / "queries").glob("*.sql"):
         assert f"tracekit/queries/{p.name}" in names
     assert "tracekit/sql.py" in names and "tracekit/shell.py" in names
+
+
+def test_docs_example_query_file_runs(tmp_path: Path, runs: dict[str, Path]) -> None:
+    text = (ROOT / "docs" / "sql.md").read_text()
+    block = re.search(r"```sql\n(-- name: decode_gemm_ms\n.*?)```", text, re.S)
+    assert block is not None
+    f = tmp_path / "decode_gemm_ms.sql"
+    f.write_text(block.group(1))
+    run = run_of(runs, "mfu")
+    with pytest.raises(TracekitError, match="needs the parameter 'min_us'"):
+        run_query(str(f), [run])
+    df = run_query(str(f), [run], {"phase": "AllToAll4D", "min_us": "0"})
+    assert list(df.columns) == ["rank", "step", "gemm_ms"]
+
+
+def test_duckdb_cli_shell_runs_every_query(runs: dict[str, Path]) -> None:
+    """The DuckDB CLI path of `tracekit shell` (pip install duckdb-cli puts one on PATH)."""
+    import shutil
+
+    if shutil.which("duckdb") is None:
+        pytest.skip("no duckdb CLI on PATH")
+    run = run_of(runs, "mfu")
+    sql = "".join(f"SELECT '{q.name}' AS q, count(*) AS n FROM {q.name};\n" for q in list_queries())
+    res = subprocess.run(
+        [sys.executable, "-m", "tracekit", "shell", str(run)],
+        input="SET VARIABLE top_n = 1;\n" + sql,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Error" not in res.stdout + res.stderr
+    for q in list_queries():
+        assert q.name in res.stdout
