@@ -30,7 +30,6 @@ import sqlite3
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import pyarrow.compute as pc
 
 from tracekit.errors import TracekitError
 from tracekit.readers import NSYS_REPORT_SUFFIXES, RawTrace
+from tracekit.readers.nsys_meta import gpus_of, meta_value, ranks, session_env
 
 #: NULL in a selected integer column comes back as this value and is masked out.
 NULL_INT = -(2**63)
@@ -61,9 +61,6 @@ NVTX = "NVTX_EVENTS"
 EVENT_TABLES = (KERNEL, MEMCPY, MEMSET, SYNC, RUNTIME, DRIVER, NVTX)
 GPU_TABLES = (KERNEL, MEMCPY, MEMSET)
 
-#: Environment variables that carry a process's rank, most specific first.
-RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", "LOCAL_RANK")
-SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 
 _EXPORT_WAY_OUT = (
     "export it where a recent Nsight Systems lives with `nsys export --type sqlite "
@@ -510,102 +507,6 @@ def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
     return pa.table(cols)
 
 
-# --------------------------------------------------------------------------- meta
-
-
-def _meta_value(db: _Db, keys: Sequence[str]) -> str | None:
-    for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
-        if table in db.tables and {"name", "value"} <= set(db.cols(table)):
-            for key in keys:
-                rows = db.rows(f"SELECT value FROM \"{table}\" WHERE name = '{key}'")
-                if rows and rows[0][0]:
-                    return str(rows[0][0])
-    return None
-
-
-def _session_env(db: _Db) -> dict[str, str]:
-    """Environment of the profiled launch: the launched process's variables as captured
-    (META_DATA_CAPTURE), else the environment nsys ran in (TARGET_INFO_SYSTEM_ENV)."""
-    env: dict[str, str] = {}
-    if "TARGET_INFO_SYSTEM_ENV" in db.tables and {"name", "value"} <= set(
-        db.cols("TARGET_INFO_SYSTEM_ENV")
-    ):
-        for (value,) in db.rows(
-            "SELECT value FROM TARGET_INFO_SYSTEM_ENV WHERE name = 'DeviceEnvironment'"
-        ):
-            for item in str(value or "").split(";"):
-                k, sep, v = item.partition("=")
-                if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", k):
-                    env[k] = v
-    if "META_DATA_CAPTURE" in db.tables and {"name", "value"} <= set(db.cols("META_DATA_CAPTURE")):
-        for (value,) in db.rows(
-            "SELECT value FROM META_DATA_CAPTURE WHERE name LIKE 'PROCESS_0:ENVIRONMENT_VARIABLE'"
-        ):
-            m = re.fullmatch(r'([A-Za-z_][A-Za-z0-9_]*)="?(.*?)"?', str(value or ""), re.S)
-            if m:
-                env[m.group(1)] = m.group(2)
-    return env
-
-
-def _gpus(db: _Db, used: set[int], warnings: list[str]) -> dict[str, str] | None:
-    table = "TARGET_INFO_GPU"
-    if table not in db.tables or not {"id", "name"} <= set(db.cols(table)):
-        warnings.append(
-            "The trace records no GPU models (no TARGET_INFO_GPU table); meta 'gpus' is absent."
-        )
-        return None
-    dev = "cuDevice" if "cuDevice" in db.cols(table) else "id"
-    by_dev = {
-        int(r[0]): str(r[1])
-        for r in db.rows(f'SELECT "{dev}", name, id FROM "{table}"')
-        if r[0] is not None
-    }
-    by_id = {int(r[0]): str(r[1]) for r in db.rows(f'SELECT id, name FROM "{table}"')}
-    # A per-process CUDA ordinal -> GPU map (CUDA_VISIBLE_DEVICES) where recorded.
-    cuda_dev = "TARGET_INFO_CUDA_DEVICE"
-    if cuda_dev in db.tables and {"gpuId", "cudaId"} <= set(db.cols(cuda_dev)):
-        for gpu_id, cuda_id in db.rows(f'SELECT gpuId, cudaId FROM "{cuda_dev}"'):
-            if gpu_id in by_id and cuda_id is not None:
-                by_dev[int(cuda_id)] = by_id[gpu_id]
-    keep = {k: v for k, v in by_dev.items() if not used or k in used}
-    return {str(k): keep[k] for k in sorted(keep)}
-
-
-def _ranks(
-    table: pa.Table, env: dict[str, str], warnings: list[str]
-) -> tuple[dict[int, int], str, int | None]:
-    """Rank per GPU-using process: (pid -> rank, rank_source, world_size)."""
-    gpu = table.filter(pc.is_in(table["kind"], pa.array(["kernel", "memcpy", "memset"])))
-    if gpu.num_rows == 0:
-        return {}, "order", None
-    gpu = gpu.append_column("is_kernel", pc.equal(gpu["kind"], "kernel"))
-    per_dev = (
-        gpu.group_by(["pid", "device"])
-        .aggregate([("is_kernel", "sum"), ("start_ns", "count"), ("start_ns", "min")])
-        .to_pylist()
-    )
-    kern = gpu.filter(gpu["is_kernel"]).group_by("pid").aggregate([("start_ns", "min")]).to_pylist()
-    first_kernel = {r["pid"]: r["start_ns_min"] for r in kern}
-    # A process's GPU is the device it ran most kernels on (then most activities):
-    # "first device" alone would rank every torchrun worker by device 0, where they
-    # all touch a context at start-up.
-    best: dict[int, tuple[int, int, int]] = {}
-    for r in per_dev:  # one row per (process, device), not per event
-        key = (r["is_kernel_sum"] or 0, r["start_ns_count"], -(r["device"] or 0))
-        if r["pid"] not in best or key > best[r["pid"]]:
-            best[r["pid"]] = key
-    order = sorted(best, key=lambda p: (-best[p][2], first_kernel.get(p, 2**62), p))
-    world = len(order)
-    if world == 1:
-        for var in RANK_VARS:
-            if env.get(var, "").strip().isdigit():
-                size = next(
-                    (int(env[v]) for v in SIZE_VARS if env.get(v, "").strip().isdigit()), None
-                )
-                return {order[0]: int(env[var])}, "explicit", size or 1
-    return {pid: i for i, pid in enumerate(order)}, "order", world
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -672,8 +573,8 @@ def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
             table.schema.get_field_index("end_ns"), "end_ns", table["end_ns"].fill_null(last)
         )
 
-    env = _session_env(db)
-    rank_of, rank_source, world_size = _ranks(table, env, warnings)
+    env = session_env(db)
+    rank_of, rank_source, world_size = ranks(table, env)
     pids = pa.array(sorted(rank_of), pa.int64())
     rank_values = pa.array([rank_of[p] for p in pids.to_pylist()], pa.int32())
     rank = rank_values.take(pc.index_in(table["pid"], value_set=pids))
@@ -695,15 +596,15 @@ def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
     meta: dict[str, Any] = {
         "format": fmt,
         "profiler": "nsys",
-        "profiler_version": _meta_value(db, ["EXPORT_PRODUCT_VERSION"]),
-        "export_schema_version": _meta_value(db, ["EXPORT_SCHEMA_VERSION"]),
+        "profiler_version": meta_value(db, ["EXPORT_PRODUCT_VERSION"]),
+        "export_schema_version": meta_value(db, ["EXPORT_SCHEMA_VERSION"]),
         "source": str(source),
         "processes": processes,
         "rank_source": rank_source,
         "world_size": world_size,
         "warnings": warnings,
     }
-    gpus = _gpus(db, used, warnings)
+    gpus = gpus_of(db, used, warnings)
     if gpus is not None:
         meta["gpus"] = gpus
     return RawTrace(table=table, meta=meta)
