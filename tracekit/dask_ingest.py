@@ -1,0 +1,255 @@
+"""Ingest on an existing Dask cluster: one task per input file, one Parquet file each.
+
+For runs with more rank files than one machine should hold or parse
+(``tracekit ingest --dask tcp://scheduler:8786 ...``).  The scheduling is Dask's;
+the per-file work is exactly :func:`tracekit.ingest.ingest_file`, so a file
+ingested here is attributed the same way as in a local ``tracekit ingest``.
+
+Output is a folder, a Parquet dataset with one file per input
+(``part-00000.parquet`` ...), all with the events schema and each carrying the
+whole run's ``tracekit`` metadata (plus which part it is), so that
+
+- DuckDB reads it as ``read_parquet('run_dir/*.parquet')``,
+- Dask as ``dask.dataframe.read_parquet('run_dir')``,
+- pyarrow as ``pyarrow.dataset.dataset('run_dir')``,
+- tracekit's ``read_metadata`` on any one part.
+
+Two passes, both on the workers: (1) read, classify, attribute each file into a
+temporary part; (2) once every file's ranks are known on the client, renumber
+ranks where needed, stamp the run metadata and move the part into place.  Inputs
+and the output folder must be on storage every worker sees (a shared file
+system), as for any Dask Parquet writer.  Dask is an optional extra:
+``pip install 'tracekit[dask]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tracekit import __version__
+from tracekit.errors import TracekitError
+from tracekit.ingest import (
+    META_KEY,
+    ROW_GROUP,
+    FileResult,
+    _rank_offsets,
+    _share,
+    expand_inputs,
+    ingest_file,
+    run_label,
+)
+from tracekit.readers import sniff
+from tracekit.schema import SCHEMA, SCHEMA_VERSION
+
+
+@dataclass
+class DaskIngestResult:
+    out: Path
+    run: str
+    parts: list[Path]
+    rows: int
+    kernels: int
+    ranks: list[int]
+    coverage_phase: float | None
+    coverage_op: float | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _client(address: Any, timeout: str) -> tuple[Any, bool]:
+    """A distributed Client for ``address`` (a scheduler address, a cluster object
+    or a Client); the bool says whether we opened it (and so must close it)."""
+    try:
+        from distributed import Client
+    except ModuleNotFoundError:
+        raise TracekitError(
+            "Dask ingest needs dask.distributed: pip install 'tracekit[dask]'."
+        ) from None
+    if isinstance(address, Client):
+        return address, False
+    try:
+        return Client(address, timeout=timeout), True
+    except OSError as exc:
+        raise TracekitError(f"Could not reach the Dask scheduler at {address}: {exc}.") from None
+
+
+def _finalize(part: str, dest: str, offset: int, meta_json: bytes) -> int:
+    """Worker side of pass 2: ranks shifted, schema and metadata stamped, moved into place."""
+    schema = SCHEMA.with_metadata({META_KEY: meta_json})
+    tmp = dest + ".tmp"
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=ROW_GROUP):
+            tbl = pa.Table.from_batches([batch])
+            if offset:
+                idx = tbl.column_names.index("rank")
+                shifted = pc.add(tbl.column("rank"), pa.scalar(offset, pa.int32()))
+                tbl = tbl.set_column(idx, "rank", shifted)
+            writer.write_table(tbl.cast(SCHEMA), row_group_size=ROW_GROUP)
+            rows += tbl.num_rows
+    os.replace(tmp, dest)
+    os.remove(part)
+    return rows
+
+
+def _run_metadata(
+    results: list[FileResult], offsets: list[int], label: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The run's ``tracekit`` metadata, as :func:`tracekit.ingest.ingest` writes it."""
+    warnings = [w for r in results for w in r.meta.get("warnings", [])]
+    for r in results:
+        name = Path(r.path).name
+        if r.gpu_activities == 0 and r.ranges == 0:
+            raise TracekitError(f"{r.path} holds neither GPU activity nor NVTX/annotation ranges.")
+        if r.gpu_activities == 0:
+            warnings.append(f"{name}: no GPU activity in the trace; GPU coverage is zero.")
+        elif r.ranges == 0:
+            warnings.append(
+                f"{name}: no NVTX or annotation ranges; kernels cannot be attributed to phases."
+            )
+    pairs = list(zip(results, offsets, strict=True))
+    kernel_ns = sum(r.kernel_ns for r in results)
+    gpus: dict[str, str] = {}
+    for r in results:
+        for dev, model in (r.meta.get("gpus") or {}).items():
+            gpus.setdefault(str(dev), model)
+    ranks = sorted({rk + off for r, off in pairs for rk in r.ranks})
+    world = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tracekit_version": __version__,
+        "run": label,
+        "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "engine": "dask",
+        "sources": [
+            {
+                "path": r.path,
+                "format": r.format,
+                "profiler": r.meta.get("profiler"),
+                "profiler_version": r.meta.get("profiler_version"),
+                "ranks": [rk + off for rk in r.ranks],
+                "rank_source": r.meta.get("rank_source"),
+                "processes": r.meta.get("processes"),
+                "gpus": r.meta.get("gpus"),
+                "phase_map": r.phase_map["name"],
+                "step_mode": r.step_mode,
+                "rows": r.rows,
+                "kernels": r.kernels,
+            }
+            for r, off in pairs
+        ],
+        "gpus": gpus,
+        "ranks": ranks,
+        "world_size": max(world) if world else (len(ranks) or None),
+        "phase_map": results[0].phase_map if results else None,
+        "coverage": {
+            "kernel_ns": kernel_ns,
+            "phase": _share(sum(r.phased_ns for r in results), kernel_ns),
+            "op": _share(sum(r.op_ns for r in results), kernel_ns),
+        },
+        "rows": sum(r.rows for r in results),
+        "kernels": sum(r.kernels for r in results),
+        "warnings": warnings,
+    }
+    return meta, warnings
+
+
+def ingest_dask(
+    paths: list[Path],
+    out: Path,
+    address: Any,
+    *,
+    run: str | None = None,
+    phase_map: str = "auto",
+    connect_timeout: str = "30s",
+) -> DaskIngestResult:
+    """Ingest trace files on a Dask cluster into the Parquet dataset folder ``out``.
+
+    ``address`` is a scheduler address (``tcp://host:8786``), a cluster object
+    (``LocalCluster``) or a ``distributed.Client``.
+
+    >>> res = ingest_dask([Path("ranks/")], Path("run_dir"), "tcp://10.0.0.1:8786")  # doctest: +SKIP
+    >>> duckdb.sql("select count(*) from read_parquet('run_dir/*.parquet')")  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    files = expand_inputs(list(paths))
+    for f in files:
+        sniff(f)  # unknown formats fail before any work is sent
+    label = run or run_label(files[0])
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TracekitError(f"Output {out} is a file; --dask writes a folder of Parquet parts.")
+    if out.exists() and any(out.glob("*.parquet")):
+        raise TracekitError(
+            f"Output folder {out} already holds Parquet files; name a new or empty folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    client, owned = _client(address, connect_timeout)
+    # Workers write their first pass here; a hidden folder is not read as part of the dataset.
+    work = out / f".tracekit-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    n = len(files)
+    dests = [out / f"part-{i:05d}.parquet" for i in range(n)]
+    try:
+        futs = [
+            client.submit(
+                ingest_file,
+                f.resolve(),
+                (work / f"part-{i:05d}.parquet").resolve(),
+                phase_map,
+                label,
+                key=f"tracekit-ingest-{uuid.uuid4().hex[:8]}-{i}",
+                pure=False,
+            )
+            for i, f in enumerate(files)
+        ]
+        results: list[FileResult] = client.gather(futs)
+        offsets = _rank_offsets(results)
+        meta, warnings = _run_metadata(results, offsets, label)
+        finals = []
+        for i, (r, off) in enumerate(zip(results, offsets, strict=True)):
+            part_meta = dict(meta, part={"index": i, "of": n, "source": r.path})
+            finals.append(
+                client.submit(
+                    _finalize,
+                    r.part,
+                    str(dests[i].resolve()),
+                    off,
+                    json.dumps(part_meta).encode(),
+                    pure=False,
+                )
+            )
+        client.gather(finals)
+    except BaseException:
+        for d in dests:
+            d.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if owned:
+            client.close()
+    return DaskIngestResult(
+        out=out,
+        run=label,
+        parts=dests,
+        rows=meta["rows"],
+        kernels=meta["kernels"],
+        ranks=meta["ranks"],
+        coverage_phase=meta["coverage"]["phase"],
+        coverage_op=meta["coverage"]["op"],
+        seconds=time.perf_counter() - t0,
+        warnings=warnings,
+        metadata=meta,
+    )
