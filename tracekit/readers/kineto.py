@@ -118,7 +118,8 @@ def read(path: Path) -> RawTrace:
     """
     path = Path(path)
     _check_file(path)
-    con = duckdb.connect()
+    # No progress bar on stderr: a reader is called from the CLI and from tests.
+    con = duckdb.connect(config={"enable_progress_bar": False})
     try:
         header = _load(con, path)
         table, stats = _events(con)
