@@ -27,6 +27,9 @@ def split_sides(runs: list[str]) -> tuple[list[str], list[str]]:
     >>> split_sides(["a.parquet", "b.parquet"])
     (['a.parquet'], ['b.parquet'])
     """
+    stray = [r for r in runs if r.startswith("-") and r != "--vs"]
+    if stray:
+        raise TracekitError(f"Unknown option {stray[0]}; see tracekit compare --help.")
     if "--vs" in runs:
         i = runs.index("--vs")
         a, b = runs[:i], runs[i + 1 :]
@@ -39,9 +42,6 @@ def split_sides(runs: list[str]) -> tuple[list[str], list[str]]:
             "Name two runs (tracekit compare A.parquet B.parquet), or the repeats of each side "
             "separated by --vs (tracekit compare a_*.parquet --vs b_*.parquet)."
         )
-    stray = [r for r in a + b if r.startswith("-")]
-    if stray:
-        raise TracekitError(f"Unknown option {stray[0]}; see tracekit compare --help.")
     if not a or not b:
         raise TracekitError(f"Side {'A' if not a else 'B'} names no run file.")
     return a, b
