@@ -191,6 +191,29 @@ class CompareResult:
     tolerance: float
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """Operator and category rows in the shape ``tracekit.report`` and
+        ``charts.compare_ops`` draw: phase, kind, name, a_ms_per_step, b_ms_per_step
+        (ms per the row's unit), ratio, predicted_ratio, noise, bound, a_run, b_run."""
+        r = self.rows[self.rows["level"].isin(["op", "category"])]
+        return pd.DataFrame(
+            {
+                "phase": r["phase"], "kind": r["level"], "name": r["key"], "unit": r["unit"],
+                "a_ms_per_step": r["kernel_a"] / 1e6, "b_ms_per_step": r["kernel_b"] / 1e6,
+                "ratio": r["ratio"], "predicted_ratio": r["predicted"], "deviation": r["deviation"],
+                "noise": r["noise"], "bound": r["bound"], "a_run": self.a.label, "b_run": self.b.label,
+            }
+        ).reset_index(drop=True)
+
+    @property
+    def a_label(self) -> str:
+        return self.a.label
+
+    @property
+    def b_label(self) -> str:
+        return self.b.label
+
     def to_dict(self) -> dict[str, Any]:
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = json.loads(df.to_json(orient="records", double_precision=15))
@@ -565,6 +588,7 @@ def to_text(result: CompareResult, fmt: str) -> str:
             "",
             *[f"- {v}" for v in result.verdicts["verdict"]],
             *[f"- note: {n}" for n in result.notes],
+            "",
             "",
         ]
         return "\n".join(head) + format_table(result.rows, "markdown")
