@@ -119,8 +119,9 @@ def read(path: Path) -> RawTrace:
     path = Path(path)
     _check_file(path)
     # No progress bar on stderr: a reader is called from the CLI and from tests.
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         header = _load(con, path)
         table, stats = _events(con)
     finally:
