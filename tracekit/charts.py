@@ -398,7 +398,9 @@ def comm_transfer_wait(df: pd.DataFrame, *, facet: str | None = "phase") -> Char
     facet = facet if facet in df.columns and df[facet].nunique() > 1 else None
     keys = [c for c in ("run", facet) if c is not None and c in df.columns]
     extra = [c for c in ("total_ms", "exposed_ms", "skew_ms", "last_arrivals") if c in df.columns]
-    data = df[[*keys, "rank", "transfer_ms", "wait_ms", *extra]].copy()
+    data = df[[*keys, "rank", "transfer_ms", "wait_ms", *extra]].sort_values(
+        [*(k for k in keys if k != facet), "rank"], kind="stable"
+    )
     data["who"] = "rank " + data["rank"].astype("Int64").astype(str)
     if "run" in data.columns and data["run"].nunique() > 1:
         data["who"] = data["run"].astype(str) + " · " + data["who"]
@@ -493,63 +495,65 @@ def compare_ops(
     per = "step" if units is None or set(units) == {"step"} else "unit"
     panels = _order(data["panel"])
     sides = [a_label, b_label]
+    # One long table (a row per name and side) feeds every layer, so the faceted
+    # scales come from a single data source; ticks and labels sit on B's bar.
+    keep = ["panel", "phase", "name", "peak_ms", "ratio", "predicted_ratio"]
+    long = pd.concat(
+        [
+            data[keep].assign(side=a_label, ms=data["a_ms_per_step"], pred_ms=np.nan, text=""),
+            data[keep].assign(
+                side=b_label,
+                ms=data["b_ms_per_step"],
+                pred_ms=data["predicted_b_ms"],
+                text=data["label"],
+            ),
+        ],
+        ignore_index=True,
+    )
+    # The label starts right of B's bar and of its tick, whichever ends later.
+    long["text_x"] = long[["ms", "pred_ms"]].max(axis=1)
     tooltip = [
         alt.Tooltip("panel:N", title="phase"),
         alt.Tooltip("name:N", title=what),
-        alt.Tooltip("a_ms_per_step:Q", title=f"{a_label} (ms per {per})", format=",.4f"),
-        alt.Tooltip("b_ms_per_step:Q", title=f"{b_label} (ms per {per})", format=",.4f"),
+        alt.Tooltip("side:N", title="run"),
+        alt.Tooltip("ms:Q", title=f"kernel time (ms per {per})", format=",.4f"),
         alt.Tooltip("ratio:Q", title=f"measured {b_label} / {a_label}", format=".3f"),
         alt.Tooltip("predicted_ratio:Q", title="predicted ratio", format=".3f"),
+        alt.Tooltip("pred_ms:Q", title=f"{b_label} as predicted (ms)", format=",.4f"),
     ]
-    base = alt.Chart(data).encode(
-        y=alt.Y(
-            "name:N",
-            sort=alt.EncodingSortField("peak_ms", op="max", order="descending"),
-            title=None,
-            axis=alt.Axis(labelLimit=220),
-        )
+    color = alt.Color(
+        "side:N",
+        title=None,
+        sort=sides,
+        scale=alt.Scale(domain=sides, range=["#4c78a8", "#f58518"]),
     )
-    bars = (
-        base.transform_fold(["a_ms_per_step", "b_ms_per_step"], as_=["column", "ms"])
-        .transform_calculate(
-            side=f"datum.column == 'a_ms_per_step' ? {_js(a_label)} : {_js(b_label)}"
-        )
-        .mark_bar()
-        .encode(
-            x=alt.X("ms:Q", title=f"kernel time per {per} (ms)"),
-            yOffset=alt.YOffset("side:N", sort=sides),
-            color=alt.Color(
-                "side:N",
-                title=None,
-                sort=sides,
-                scale=alt.Scale(domain=sides, range=["#4c78a8", "#f58518"]),
-            ),
+
+    def panel(sub: pd.DataFrame, title: str) -> Chart:
+        # A concatenation of one chart per phase rather than a facet: a facet with
+        # independent scales over layers warns in Vega-Lite and may size wrongly.
+        base = alt.Chart(sub).encode(
+            y=alt.Y("name:N", sort=None, title=None, axis=alt.Axis(labelLimit=220)),
+            yOffset=alt.YOffset("side:N", sort=sides, scale=alt.Scale(domain=sides)),
             tooltip=tooltip,
         )
-    )
-    ticks = (
-        base.transform_filter("isValid(datum.predicted_b_ms)")
-        .mark_tick(color="black", thickness=2, size=24)
-        .encode(x="predicted_b_ms:Q", tooltip=tooltip)
-    )
-    labels = base.mark_text(align="left", dx=4, fontSize=10).encode(x="peak_ms:Q", text="label:N")
-    layered = alt.layer(bars, ticks, labels).properties(width=WIDTH, height=alt.Step(28))
-    return (
-        layered.facet(
-            row=alt.Row(
-                "panel:N",
-                sort=panels,
-                title=None,
-                header=alt.Header(labelFontWeight="bold", labelAngle=0, labelAlign="left"),
-            )
+        bars = base.mark_bar().encode(
+            x=alt.X("ms:Q", title=f"kernel time per {per} (ms)"), color=color
         )
-        .resolve_scale(y="independent", x="independent")
-        .properties(
-            title=alt.TitleParams(
-                f"{b_label} vs {a_label}: kernel time per {per}, per {what}",
-                subtitle=f"label: measured ratio {b_label}/{a_label} (predicted ratio); "
-                f"black tick: where {b_label} would be if it scaled as the hardware predicts",
-            )
+        ticks = base.mark_tick(color="black", thickness=2.5, size=12).encode(x="pred_ms:Q")
+        labels = base.mark_text(align="left", dx=4, fontSize=10).encode(x="text_x:Q", text="text:N")
+        return alt.layer(bars, ticks, labels).properties(
+            width=WIDTH,
+            height=alt.Step(28),
+            title=alt.TitleParams(title, anchor="start", fontSize=12),
+        )
+
+    # Rows are already biggest first within each phase (the y order is data order).
+    parts = [panel(long[long["panel"] == p], str(p)) for p in panels]
+    return alt.vconcat(*parts).properties(
+        title=alt.TitleParams(
+            f"{b_label} vs {a_label}: kernel time per {per}, per {what}",
+            subtitle=f"label: measured ratio {b_label}/{a_label} (predicted ratio); "
+            f"black tick: where {b_label} would be if it scaled as the hardware predicts",
         )
     )
 
