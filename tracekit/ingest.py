@@ -179,6 +179,12 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
 
 def _rank_offsets(results: list[FileResult]) -> list[int]:
     """Keep explicit ranks (and refuse duplicates); number the others by file order."""
+    worlds = {r.meta.get("world_size") for r in results} - {None}
+    if len(worlds) > 1:
+        raise TracekitError(
+            f"The inputs record different world sizes ({', '.join(map(str, sorted(worlds)))}): "
+            "they are not the ranks of one run; ingest each run separately."
+        )
     offsets: list[int] = []
     seen: dict[int, str] = {}
     next_free = 0
