@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tracekit.compare import compare, to_text
-from tracekit.compare_cli import split_sides
+from tracekit.compare import compare
+from tracekit.compare_cli import split_sides, to_text
 from tracekit.errors import TracekitError
 from tracekit.gpus import find, lookup, table
 from tracekit.ingest import ingest
@@ -55,8 +55,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pm.write_text(STEP_MAP)
     out = {}
     for key, src, phase_map in (
-        ("mfu_a", MFU_A, "auto"), ("mfu_b", MFU_B, "auto"),
-        ("diff_a", DIFF_A, str(pm)), ("diff_b", DIFF_B, str(pm)),
+        ("mfu_a", MFU_A, "auto"),
+        ("mfu_b", MFU_B, "auto"),
+        ("diff_a", DIFF_A, str(pm)),
+        ("diff_b", DIFF_B, str(pm)),
     ):
         out[key] = ingest([src], d / f"{key}.parquet", phase_map=phase_map, jobs=1).out
     return out
@@ -72,10 +74,17 @@ def nsys_intervals(path: Path) -> pd.DataFrame:
     parts = [
         pd.read_sql(
             "select k.deviceId as device, s.value as short, k.start, k.end, 'kernel' as kind "
-            "from CUPTI_ACTIVITY_KIND_KERNEL k join StringIds s on s.id = k.shortName", con
+            "from CUPTI_ACTIVITY_KIND_KERNEL k join StringIds s on s.id = k.shortName",
+            con,
         ),
-        pd.read_sql("select deviceId as device, null as short, start, end, 'memcpy' as kind from CUPTI_ACTIVITY_KIND_MEMCPY", con),
-        pd.read_sql("select deviceId as device, null as short, start, end, 'memset' as kind from CUPTI_ACTIVITY_KIND_MEMSET", con),
+        pd.read_sql(
+            "select deviceId as device, null as short, start, end, 'memcpy' as kind from CUPTI_ACTIVITY_KIND_MEMCPY",
+            con,
+        ),
+        pd.read_sql(
+            "select deviceId as device, null as short, start, end, 'memset' as kind from CUPTI_ACTIVITY_KIND_MEMSET",
+            con,
+        ),
     ]
     con.close()
     return pd.concat(parts, ignore_index=True)
@@ -107,7 +116,13 @@ def kineto_gpu(path: Path) -> pd.DataFrame:
     ev = kineto_events(path)
     gpu = pd.DataFrame(
         [
-            (e["name"], e["args"]["device"], e["args"].get("correlation"), e["ts"] * 1000, (e["ts"] + e["dur"]) * 1000)
+            (
+                e["name"],
+                e["args"]["device"],
+                e["args"].get("correlation"),
+                e["ts"] * 1000,
+                (e["ts"] + e["dur"]) * 1000,
+            )
             for e in ev
             if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
         ],
@@ -117,7 +132,9 @@ def kineto_gpu(path: Path) -> pd.DataFrame:
         [
             (e["args"]["correlation"], e["pid"], e["tid"], e["ts"] * 1000)
             for e in ev
-            if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})
+            if e.get("ph") == "X"
+            and e.get("cat") in ("cuda_runtime", "cuda_driver")
+            and "correlation" in e.get("args", {})
         ],
         columns=["corr", "pid", "tid", "launch"],
     )
@@ -133,7 +150,12 @@ def kineto_gpu(path: Path) -> pd.DataFrame:
     # The step whose range on the launching thread holds the launch (steps do not nest).
     g["step"] = -1
     for i, st in steps.reset_index(drop=True).iterrows():
-        inside = (g["pid"] == st.pid) & (g["tid"] == st.tid) & (g["launch"] >= st.s0) & (g["launch"] <= st.s1)
+        inside = (
+            (g["pid"] == st.pid)
+            & (g["tid"] == st.tid)
+            & (g["launch"] >= st.s0)
+            & (g["launch"] <= st.s1)
+        )
         g.loc[inside, "step"] = i
     return g
 
@@ -155,9 +177,29 @@ def test_gpu_table_every_number_has_a_source() -> None:
         assert g.link == "none" or (g.link_gbps or 0) > 0, g.key
         if g.bf16_tflops is not None:  # dense bf16 and fp16 tensor peaks are equal on these parts
             assert g.bf16_tflops == g.fp16_tflops, g.key
-    need = ["v100-sxm2", "v100-pcie", "t4", "a10", "a40", "a100-sxm4-40gb", "a100-sxm4-80gb",
-            "a100-pcie-40gb", "a100-pcie-80gb", "a800-sxm4-80gb", "l4", "l40s", "h100-sxm",
-            "h100-pcie", "h100-nvl", "h800-sxm", "h20", "h200-sxm", "b200", "mi250x", "mi300x"]
+    need = [
+        "v100-sxm2",
+        "v100-pcie",
+        "t4",
+        "a10",
+        "a40",
+        "a100-sxm4-40gb",
+        "a100-sxm4-80gb",
+        "a100-pcie-40gb",
+        "a100-pcie-80gb",
+        "a800-sxm4-80gb",
+        "l4",
+        "l40s",
+        "h100-sxm",
+        "h100-pcie",
+        "h100-nvl",
+        "h800-sxm",
+        "h20",
+        "h200-sxm",
+        "b200",
+        "mi250x",
+        "mi300x",
+    ]
     assert set(need) <= set(table())
 
 
@@ -197,8 +239,14 @@ def test_mi250x_is_per_gcd() -> None:
 
 
 def test_nsys_pair_matches_raw_sqlite(runs: dict[str, Path]) -> None:
-    res = compare([runs["mfu_a"]], [runs["mfu_b"]], gpu_a="H100 SXM", gpu_b="H100 SXM",
-                  levels=["phase", "category", "kernel"], phases=False)
+    res = compare(
+        [runs["mfu_a"]],
+        [runs["mfu_b"]],
+        gpu_a="H100 SXM",
+        gpu_b="H100 SXM",
+        levels=["phase", "category", "kernel"],
+        phases=False,
+    )
     ra, rb = nsys_intervals(MFU_A), nsys_intervals(MFU_B)
     na, nb = ra["device"].nunique(), rb["device"].nunique()
     assert (na, nb) == (2, 2)
@@ -211,8 +259,12 @@ def test_nsys_pair_matches_raw_sqlite(runs: dict[str, Path]) -> None:
     assert ph.busy_a == pytest.approx(union_ns(ra) / na, rel=1e-12)
     assert ph.busy_ratio == pytest.approx((union_ns(rb) / nb) / (union_ns(ra) / na), rel=1e-12)
     # Every kernel short name: per-rank kernel time on both sides and the ratio.
-    ka = ra[ra.kind == "kernel"].assign(d=lambda x: x.end - x.start).groupby("short")["d"].sum() / na
-    kb = rb[rb.kind == "kernel"].assign(d=lambda x: x.end - x.start).groupby("short")["d"].sum() / nb
+    ka = (
+        ra[ra.kind == "kernel"].assign(d=lambda x: x.end - x.start).groupby("short")["d"].sum() / na
+    )
+    kb = (
+        rb[rb.kind == "kernel"].assign(d=lambda x: x.end - x.start).groupby("short")["d"].sum() / nb
+    )
     got = res.rows[res.rows.level == "kernel"].set_index("key")
     for name in ka.index.union(kb.index):
         a, b = ka.get(name, 0.0), kb.get(name, 0.0)
@@ -234,7 +286,13 @@ def test_nsys_pair_matches_raw_sqlite(runs: dict[str, Path]) -> None:
 
 def test_repeats_spread_and_noise(runs: dict[str, Path]) -> None:
     """Side A = two runs (before, after), side B = after: B lies inside A's range."""
-    res = compare([runs["mfu_a"], runs["mfu_b"]], [runs["mfu_b"]], predict=False, phases=False, levels=["phase"])
+    res = compare(
+        [runs["mfu_a"], runs["mfu_b"]],
+        [runs["mfu_b"]],
+        predict=False,
+        phases=False,
+        levels=["phase"],
+    )
     ra, rb = nsys_intervals(MFU_A), nsys_intervals(MFU_B)
     va, vb = (ra.end - ra.start).sum() / 2, (rb.end - rb.start).sum() / 2
     ph = row(res, "(all)", "phase", "(all)")
@@ -249,15 +307,26 @@ def test_repeats_spread_and_noise(runs: dict[str, Path]) -> None:
 def test_tp_degrees_change_the_prediction(runs: dict[str, Path]) -> None:
     """TP 2 vs TP 4 on one GPU model: GEMM work per rank halves, ring all-reduce
     traffic per rank goes from 2(1/2) to 2(3/4) of the message, norms stay."""
-    kw = dict(gpu_a="H100 SXM", gpu_b="H100 SXM", tp_a=2, tp_b=4, phases=False, levels=["phase", "category"])
+    kw = dict(
+        gpu_a="H100 SXM",
+        gpu_b="H100 SXM",
+        tp_a=2,
+        tp_b=4,
+        phases=False,
+        levels=["phase", "category"],
+    )
     mean = compare([runs["mfu_a"]], [runs["mfu_b"]], **kw)
     assert row(mean, "(all)", "category", "gemm").predicted == pytest.approx((1 / 4) / (1 / 2))
-    assert row(mean, "(all)", "category", "communication").predicted == pytest.approx((2 * 3 / 4) / (2 * 1 / 2))
+    assert row(mean, "(all)", "category", "communication").predicted == pytest.approx(
+        (2 * 3 / 4) / (2 * 1 / 2)
+    )
     assert row(mean, "(all)", "category", "norm").predicted == pytest.approx(1.0)
     summed = compare([runs["mfu_a"]], [runs["mfu_b"]], ranks="sum", **kw)
     assert row(summed, "(all)", "category", "gemm").predicted == pytest.approx(0.5 * 4 / 2)
     ra = nsys_intervals(MFU_A)
-    assert row(summed, "(all)", "phase", "(all)").kernel_a == pytest.approx((ra.end - ra.start).sum(), rel=1e-12)
+    assert row(summed, "(all)", "phase", "(all)").kernel_a == pytest.approx(
+        (ra.end - ra.start).sum(), rel=1e-12
+    )
     assert any("TP degrees differ" in n for n in mean.notes)
 
 
@@ -273,8 +342,14 @@ def test_unknown_gpu_needs_an_override(runs: dict[str, Path]) -> None:
 
 
 def test_kineto_pair_a100_vs_v100(runs: dict[str, Path]) -> None:
-    res = compare([runs["diff_a"]], [runs["diff_b"]], tp_a=1, tp_b=1, phases=False,
-                  levels=["phase", "category", "name"])
+    res = compare(
+        [runs["diff_a"]],
+        [runs["diff_b"]],
+        tp_a=1,
+        tp_b=1,
+        phases=False,
+        levels=["phase", "category", "name"],
+    )
     ga, gb = kineto_gpu(DIFF_A), kineto_gpu(DIFF_B)
     ta, tb = (ga.end - ga.start).sum(), (gb.end - gb.start).sum()  # one rank each
     ph = row(res, "(all)", "phase", "(all)")
@@ -317,7 +392,9 @@ def test_kineto_pair_per_step(runs: dict[str, Path]) -> None:
         ph = row(res, "train", "phase", "(all)")
         assert ph.unit == "step"
         assert ph[f"steps_{side}"] == steps
-        assert ph[f"kernel_{side}"] == pytest.approx((train.end - train.start).sum() / steps, rel=1e-12)
+        assert ph[f"kernel_{side}"] == pytest.approx(
+            (train.end - train.start).sum() / steps, rel=1e-12
+        )
         rest = g[g.step < 0]
         un = row(res, "(unattributed)", "phase", "(all)")
         assert un.unit == "run"
@@ -342,15 +419,31 @@ def test_cli_json_csv_markdown_and_globs(runs: dict[str, Path], tmp_path: Path) 
     for i in (1, 2):
         shutil.copy(runs["mfu_a"], tmp_path / f"before_{i}.parquet")
     cli = CliRunner()
-    r = cli.invoke(app, ["compare", str(tmp_path / "before_*.parquet"), "--vs", str(runs["mfu_b"]),
-                         "--gpu-a", "H100 SXM", "--gpu-b", "NVIDIA H100 80GB HBM3", "--no-phases", "--format", "json"])
+    r = cli.invoke(
+        app,
+        [
+            "compare",
+            str(tmp_path / "before_*.parquet"),
+            "--vs",
+            str(runs["mfu_b"]),
+            "--gpu-a",
+            "H100 SXM",
+            "--gpu-b",
+            "NVIDIA H100 80GB HBM3",
+            "--no-phases",
+            "--format",
+            "json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["a"]["repeats"] == 2 and doc["b"]["gpu"]["key"] == "h100-sxm"
     assert doc["ratio"].startswith("B/A")
     ph = next(x for x in doc["rows"] if x["level"] == "phase")
     assert ph["spread_a"] == 0.0 and ph["noise"] is False
-    r = cli.invoke(app, ["compare", str(runs["mfu_a"]), str(runs["mfu_b"]), "--no-predict", "--format", "csv"])
+    r = cli.invoke(
+        app, ["compare", str(runs["mfu_a"]), str(runs["mfu_b"]), "--no-predict", "--format", "csv"]
+    )
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0].startswith("phase,level,key,unit")
     r = cli.invoke(app, ["compare", str(runs["mfu_a"]), str(runs["mfu_b"]), "--no-predict"])
@@ -359,6 +452,9 @@ def test_cli_json_csv_markdown_and_globs(runs: dict[str, Path], tmp_path: Path) 
     assert isinstance(r.exception, TracekitError)
     res = compare([runs["mfu_a"]], [runs["mfu_b"]], predict=False, phases=False)
     md = to_text(res, "markdown")
-    assert md.startswith("# Compare: A = mfu_2gpu_before, B = mfu_2gpu_after") and "| phase | level |" in md
+    assert (
+        md.startswith("# Compare: A = mfu_2gpu_before, B = mfu_2gpu_after")
+        and "| phase | level |" in md
+    )
     r = cli.invoke(app, ["gpus", "--json"])
     assert r.exit_code == 0 and len(json.loads(r.output)) == len(table())

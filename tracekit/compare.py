@@ -58,16 +58,13 @@ import numpy as np
 import pandas as pd
 
 from tracekit.errors import TracekitError
-from tracekit.gpus import GPU, lookup
+from tracekit.gpus import GPU, bound_resource, lookup, predicted_ratio
 from tracekit.ingest import read_metadata
 
 LEVELS = ("phase", "category", "op", "kernel", "name")
 DEFAULT_LEVELS = ("phase", "category", "op")
 PER = ("step", "token")
 RANKS = ("mean", "sum")
-#: Categories whose work is split over TP ranks (weights, heads).
-SHARDED = frozenset({"gemm", "attention"})
-MEMORY_BOUND = frozenset({"norm", "elementwise", "reduce", "memory"})
 
 _MEASURE_SQL = """
 with g as (
@@ -158,11 +155,19 @@ class Side:
             "files": self.files,
             "repeats": len(self.files),
             "gpu_models": self.gpu_models,
-            "gpu": None if g is None else {
-                "key": g.key, "name": g.name, "bf16_tflops": g.bf16_tflops,
-                "fp16_tflops": g.fp16_tflops, "mem_bw_gbps": g.mem_bw_gbps,
-                "link": g.link, "link_gbps": g.link_gbps, "pcie_gbps": g.pcie_gbps,
-                "devices_per_package": g.devices_per_package, "source": g.source,
+            "gpu": None
+            if g is None
+            else {
+                "key": g.key,
+                "name": g.name,
+                "bf16_tflops": g.bf16_tflops,
+                "fp16_tflops": g.fp16_tflops,
+                "mem_bw_gbps": g.mem_bw_gbps,
+                "link": g.link,
+                "link_gbps": g.link_gbps,
+                "pcie_gbps": g.pcie_gbps,
+                "devices_per_package": g.devices_per_package,
+                "source": g.source,
             },
             "tp": self.tp,
             "ranks": self.ranks,
@@ -199,10 +204,19 @@ class CompareResult:
         r = self.rows[self.rows["level"].isin(["op", "category"])]
         return pd.DataFrame(
             {
-                "phase": r["phase"], "kind": r["level"], "name": r["key"], "unit": r["unit"],
-                "a_ms_per_step": r["kernel_a"] / 1e6, "b_ms_per_step": r["kernel_b"] / 1e6,
-                "ratio": r["ratio"], "predicted_ratio": r["predicted"], "deviation": r["deviation"],
-                "noise": r["noise"], "bound": r["bound"], "a_run": self.a.label, "b_run": self.b.label,
+                "phase": r["phase"],
+                "kind": r["level"],
+                "name": r["key"],
+                "unit": r["unit"],
+                "a_ms_per_step": r["kernel_a"] / 1e6,
+                "b_ms_per_step": r["kernel_b"] / 1e6,
+                "ratio": r["ratio"],
+                "predicted_ratio": r["predicted"],
+                "deviation": r["deviation"],
+                "noise": r["noise"],
+                "bound": r["bound"],
+                "a_run": self.a.label,
+                "b_run": self.b.label,
             }
         ).reset_index(drop=True)
 
@@ -216,7 +230,9 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = json.loads(df.to_json(orient="records", double_precision=15))
+            out: list[dict[str, Any]] = json.loads(
+                df.to_json(orient="records", double_precision=15)
+            )
             return out
 
         return {
@@ -253,7 +269,12 @@ def expand_runs(items: Sequence[str | Path]) -> list[Path]:
 
 
 def _side(
-    paths: Sequence[Path], label: str | None, gpu: str | None, flag: str, predict: bool, tp: int | None
+    paths: Sequence[Path],
+    label: str | None,
+    gpu: str | None,
+    flag: str,
+    predict: bool,
+    tp: int | None,
 ) -> Side:
     if not paths:
         raise TracekitError(f"Side {flag[-1].upper()} has no run files.")
@@ -290,69 +311,13 @@ def _side(
     return Side(name, [str(p) for p in paths], chosen, models, tp, max(ranks or {0}))
 
 
-def _measure(con: duckdb.DuckDBPyConnection, files: list[str], levels: Sequence[str], phases: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _measure(
+    con: duckdb.DuckDBPyConnection, files: list[str], levels: Sequence[str], phases: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     params: dict[str, Any] = {"files": files, "levels": list(levels), "phases": phases}
     kt = con.execute(_MEASURE_SQL, params).df()
     units = con.execute(_UNITS_SQL, {"files": files, "phases": phases}).df()
     return kt, units
-
-
-def _phase_kind(phase: str) -> str:
-    p = phase.lower()
-    if "prefill" in p or p in ("context", "ctx", "encode"):
-        return "prefill"
-    if "decode" in p or p.startswith("generat"):
-        return "decode"
-    if "mixed" in p or "extend" in p:
-        return "mixed"
-    return "other"
-
-
-def bound_resource(phase: str, category: str) -> str | None:
-    """The resource that bounds ``category`` work in ``phase`` (None: no prediction).
-
-    >>> bound_resource("decode", "gemm"), bound_resource("prefill", "gemm")
-    ('memory', 'compute')
-    """
-    kind = _phase_kind(phase)
-    if category == "communication":
-        return "interconnect"
-    if category in MEMORY_BOUND:
-        return "memory"
-    if category in ("gemm", "attention"):
-        if kind == "decode":
-            return "memory"
-        if kind == "mixed":
-            return None
-        return "compute"
-    return None
-
-
-def work_per_rank(category: str, tp: int) -> float | None:
-    """Relative work one rank does for ``category`` at TP degree ``tp``."""
-    if category in SHARDED:
-        return 1.0 / tp
-    if category == "communication":
-        return 2.0 * (tp - 1) / tp if tp > 1 else None
-    return 1.0
-
-
-def predicted_ratio(phase: str, category: str, a: Side, b: Side, dtype: str, ranks: str) -> float | None:
-    """Predicted B/A time ratio of ``category`` work in ``phase`` (None: no prediction)."""
-    res = bound_resource(phase, category)
-    if res is None or a.gpu is None or b.gpu is None:
-        return None
-    ca, cb = a.gpu.capacity(res, dtype), b.gpu.capacity(res, dtype)
-    if a.tp == b.tp:
-        wa = wb = 1.0  # the same split on both sides cancels (also for data-parallel runs)
-    else:
-        wa, wb = work_per_rank(category, a.tp), work_per_rank(category, b.tp)  # type: ignore[assignment]
-    if not ca or not cb or not wa or not wb:
-        return None
-    r = (ca / cb) * (wb / wa)
-    if ranks == "sum":
-        r *= b.tp / a.tp
-    return r
 
 
 def _divisors(units: pd.DataFrame, unit_of: dict[str, str], ranks: str) -> pd.DataFrame:
@@ -382,19 +347,33 @@ def _per_unit(kt: pd.DataFrame, div: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _over_repeats(pu: pd.DataFrame, files: list[str], keys: pd.DataFrame, prefix: str) -> pd.DataFrame:
+def _over_repeats(
+    pu: pd.DataFrame, files: list[str], keys: pd.DataFrame, prefix: str
+) -> pd.DataFrame:
     """Mean/min/max over repeats; a group absent from a repeat that has its phase counts 0."""
     phases = pu[["f", "phase", "steps"]].drop_duplicates()
     grid = keys.merge(phases, on="phase")  # only repeats where the phase exists
-    g = grid.merge(pu[["f", "phase", "level", "key", "kernel", "busy"]], on=["f", "phase", "level", "key"], how="left")
+    g = grid.merge(
+        pu[["f", "phase", "level", "key", "kernel", "busy"]],
+        on=["f", "phase", "level", "key"],
+        how="left",
+    )
     g[["kernel", "busy"]] = g[["kernel", "busy"]].fillna(0.0)
     agg = g.groupby(["phase", "level", "key"], as_index=False).agg(
-        kernel=("kernel", "mean"), kernel_min=("kernel", "min"), kernel_max=("kernel", "max"),
-        busy=("busy", "mean"), n=("f", "nunique"), steps=("steps", "mean"),
+        kernel=("kernel", "mean"),
+        kernel_min=("kernel", "min"),
+        kernel_max=("kernel", "max"),
+        busy=("busy", "mean"),
+        n=("f", "nunique"),
+        steps=("steps", "mean"),
     )
     spread = (agg["kernel_max"] - agg["kernel_min"]) / agg["kernel"]
     agg["spread"] = np.where((agg["n"] >= 2) & (agg["kernel"] > 0), spread, np.nan)
-    return agg.rename(columns={c: f"{c}_{prefix}" if c not in ("phase", "level", "key") else c for c in agg.columns})
+    return agg.rename(
+        columns={
+            c: f"{c}_{prefix}" if c not in ("phase", "level", "key") else c for c in agg.columns
+        }
+    )
 
 
 def _mix(kt: pd.DataFrame, div: pd.DataFrame) -> pd.DataFrame:
@@ -420,7 +399,9 @@ def _unit_choice(ua: pd.DataFrame, ub: pd.DataFrame, per: str, notes: list[str])
         elif has_steps:
             out[str(phase)] = "step"
             if per == "token":
-                notes.append(f"Phase {phase}: steps carry no token counts on both sides; compared per step.")
+                notes.append(
+                    f"Phase {phase}: steps carry no token counts on both sides; compared per step."
+                )
         else:
             out[str(phase)] = "run"
     return out
@@ -463,9 +444,16 @@ def compare(
     if a.label == b.label:
         a.label, b.label = f"{a.label} (A)", f"{b.label} (B)"
     notes: list[str] = []
-    if a.gpu and b.gpu and dtype == "bf16" and (a.gpu.bf16_tflops is None or b.gpu.bf16_tflops is None):
+    if (
+        a.gpu
+        and b.gpu
+        and dtype == "bf16"
+        and (a.gpu.bf16_tflops is None or b.gpu.bf16_tflops is None)
+    ):
         dtype = "fp16"
-        notes.append("One GPU has no bf16 tensor cores; compute predictions use the fp16 figures of both.")
+        notes.append(
+            "One GPU has no bf16 tensor cores; compute predictions use the fp16 figures of both."
+        )
     if a.tp != b.tp:
         notes.append(
             f"TP degrees differ (A {a.tp}, B {b.tp}): times are "
@@ -481,7 +469,9 @@ def compare(
     keys = pd.concat([pua, pub])[["phase", "level", "key"]].drop_duplicates()
     sa = _over_repeats(pua, a.files, keys, "a")
     sb = _over_repeats(pub, b.files, keys, "b")
-    rows = keys.merge(sa, on=["phase", "level", "key"], how="left").merge(sb, on=["phase", "level", "key"], how="left")
+    rows = keys.merge(sa, on=["phase", "level", "key"], how="left").merge(
+        sb, on=["phase", "level", "key"], how="left"
+    )
     rows["unit"] = rows["phase"].map(unit_of)
     for s in ("a", "b"):
         total = rows[rows["level"] == "phase"].set_index("phase")[f"kernel_{s}"]
@@ -492,36 +482,87 @@ def compare(
     rows.loc[rows["busy_a"] <= 0, ["busy_ratio"]] = np.nan
     rows = rows.replace([np.inf, -np.inf], np.nan)
     repeats = (rows["n_a"].fillna(0) >= 2) | (rows["n_b"].fillna(0) >= 2)
-    overlap = np.maximum(rows["kernel_min_a"], rows["kernel_min_b"]) <= np.minimum(rows["kernel_max_a"], rows["kernel_max_b"])
+    overlap = np.maximum(rows["kernel_min_a"], rows["kernel_min_b"]) <= np.minimum(
+        rows["kernel_max_a"], rows["kernel_max_b"]
+    )
     rows["noise"] = pd.Series(np.where(repeats, overlap, None), index=rows.index, dtype=object)
 
     # Hardware prediction: A's category mix re-timed on B.
     mix = _mix(kta, da)
     cats = mix[["phase", "category"]].drop_duplicates()
-    cats["r"] = [predicted_ratio(p, c, a, b, dtype, ranks) for p, c in zip(cats["phase"], cats["category"], strict=True)]
-    cats["resource"] = [bound_resource(p, c) for p, c in zip(cats["phase"], cats["category"], strict=True)]
+    cats["r"] = [
+        predicted_ratio(p, c, a.gpu, b.gpu, a.tp, b.tp, dtype, ranks)
+        for p, c in zip(cats["phase"], cats["category"], strict=True)
+    ]
+    cats["resource"] = [
+        bound_resource(p, c) for p, c in zip(cats["phase"], cats["category"], strict=True)
+    ]
     mix = mix.merge(cats, on=["phase", "category"])
     mix["has"] = mix["r"].notna()
     mix["wr"] = np.where(mix["has"], mix["kernel"] * mix["r"].fillna(0.0), 0.0)
     mix["wk"] = np.where(mix["has"], mix["kernel"], 0.0)
     pred = mix.groupby(["phase", "level", "key"], as_index=False).agg(
-        wr=("wr", "sum"), wk=("wk", "sum"), tot=("kernel", "sum"),
-        bound=("resource", lambda s: s.dropna().iloc[0] if s.dropna().nunique() == 1 else ("mixed" if s.dropna().nunique() > 1 else None)),
+        wr=("wr", "sum"),
+        wk=("wk", "sum"),
+        tot=("kernel", "sum"),
+        bound=(
+            "resource",
+            lambda s: (
+                s.dropna().iloc[0]
+                if s.dropna().nunique() == 1
+                else ("mixed" if s.dropna().nunique() > 1 else None)
+            ),
+        ),
     )
-    pred["predicted"] = np.where(pred["wk"] > 0, pred["wr"] / pred["wk"].where(pred["wk"] > 0, 1.0), np.nan)
-    pred["pred_cover"] = np.where(pred["tot"] > 0, pred["wk"] / pred["tot"].where(pred["tot"] > 0, 1.0), np.nan)
-    rows = rows.merge(pred[["phase", "level", "key", "bound", "predicted", "pred_cover"]], on=["phase", "level", "key"], how="left")
+    pred["predicted"] = np.where(
+        pred["wk"] > 0, pred["wr"] / pred["wk"].where(pred["wk"] > 0, 1.0), np.nan
+    )
+    pred["pred_cover"] = np.where(
+        pred["tot"] > 0, pred["wk"] / pred["tot"].where(pred["tot"] > 0, 1.0), np.nan
+    )
+    rows = rows.merge(
+        pred[["phase", "level", "key", "bound", "predicted", "pred_cover"]],
+        on=["phase", "level", "key"],
+        how="left",
+    )
     rows["deviation"] = rows["ratio"] / rows["predicted"]
 
     level_order = {lv: i for i, lv in enumerate(LEVELS)}
     rows["_lv"] = rows["level"].map(level_order)
     rows["_size"] = -rows[["kernel_a", "kernel_b"]].max(axis=1)
-    rows = rows.sort_values(["phase", "_lv", "_size", "key"]).drop(columns=["_lv", "_size"]).reset_index(drop=True)
+    rows = (
+        rows.sort_values(["phase", "_lv", "_size", "key"])
+        .drop(columns=["_lv", "_size"])
+        .reset_index(drop=True)
+    )
     cols = [
-        "phase", "level", "key", "unit", "steps_a", "steps_b", "kernel_a", "kernel_b", "ratio",
-        "busy_a", "busy_b", "busy_ratio", "share_a", "share_b", "n_a", "n_b",
-        "kernel_min_a", "kernel_max_a", "kernel_min_b", "kernel_max_b", "spread_a", "spread_b",
-        "noise", "bound", "predicted", "pred_cover", "deviation",
+        "phase",
+        "level",
+        "key",
+        "unit",
+        "steps_a",
+        "steps_b",
+        "kernel_a",
+        "kernel_b",
+        "ratio",
+        "busy_a",
+        "busy_b",
+        "busy_ratio",
+        "share_a",
+        "share_b",
+        "n_a",
+        "n_b",
+        "kernel_min_a",
+        "kernel_max_a",
+        "kernel_min_b",
+        "kernel_max_b",
+        "spread_a",
+        "spread_b",
+        "noise",
+        "bound",
+        "predicted",
+        "pred_cover",
+        "deviation",
     ]
     rows = rows[cols]
     verdicts = _verdicts(rows, mix, tolerance, a, b)
@@ -556,11 +597,17 @@ def _verdicts(rows: pd.DataFrame, mix: pd.DataFrame, tol: float, a: Side, b: Sid
             m = mix[(mix["phase"] == r.phase) & (mix["level"] == "category") & mix["has"]]
             if len(m):
                 exp_b = m.set_index("key")["kernel"] * m.set_index("key")["r"]
-                got_b = pd.Series([cat_b.get((r.phase, k), 0.0) for k in exp_b.index], index=exp_b.index)
+                got_b = pd.Series(
+                    [cat_b.get((r.phase, k), 0.0) for k in exp_b.index], index=exp_b.index
+                )
                 excess = got_b - exp_b
-                excess_cat = str((excess if dev >= 1 else -excess).idxmax()) if len(excess) else None
+                excess_cat = (
+                    str((excess if dev >= 1 else -excess).idxmax()) if len(excess) else None
+                )
             if abs(dev - 1) <= tol:
-                judgement = f"as the hardware predicts ({predicted:.2f}x; measured/predicted {dev:.2f})"
+                judgement = (
+                    f"as the hardware predicts ({predicted:.2f}x; measured/predicted {dev:.2f})"
+                )
             else:
                 way = "slower" if dev > 1 else "faster"
                 judgement = f"{way} than the hardware predicts ({predicted:.2f}x; measured/predicted {dev:.2f})"
@@ -569,27 +616,7 @@ def _verdicts(rows: pd.DataFrame, mix: pd.DataFrame, tol: float, a: Side, b: Sid
         if r.noise is True:
             judgement += "; the difference is inside the repeat-to-repeat noise"
         out.append((r.phase, f"{head}: {judgement}.", ratio, predicted, dev, r.noise, excess_cat))
-    return pd.DataFrame(out, columns=["phase", "verdict", "ratio", "predicted", "deviation", "noise", "gap_category"])
-
-
-def to_text(result: CompareResult, fmt: str) -> str:
-    """The result as ``csv``, ``json`` or ``markdown`` text."""
-    from tracekit.sql import format_table
-
-    if fmt == "json":
-        return json.dumps(result.to_dict(), indent=1)
-    if fmt == "csv":
-        return format_table(result.rows, "csv")
-    if fmt == "markdown":
-        head = [
-            f"# Compare: A = {result.a.label}, B = {result.b.label}",
-            "",
-            f"Ratio is B/A (above 1: B takes longer). Times in ns per unit; ranks: {result.ranks}.",
-            "",
-            *[f"- {v}" for v in result.verdicts["verdict"]],
-            *[f"- note: {n}" for n in result.notes],
-            "",
-            "",
-        ]
-        return "\n".join(head) + format_table(result.rows, "markdown")
-    raise TracekitError(f"Unknown output format {fmt!r}; use table, csv, json or markdown.")
+    return pd.DataFrame(
+        out,
+        columns=["phase", "verdict", "ratio", "predicted", "deviation", "noise", "gap_category"],
+    )

@@ -7,13 +7,16 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from tracekit.errors import TracekitError
+
+if TYPE_CHECKING:
+    from tracekit.compare import CompareResult
 
 FORMATS = ("table", "csv", "json", "markdown")
 _SUFFIX_FORMAT = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
@@ -76,29 +79,65 @@ def render(result: Any, console: Console, top: int) -> None:
         unit = str(grp["unit"].iloc[0])
         tu = "us/token" if unit == "token" else f"ms/{unit}"
         steps = grp[grp["level"] == "phase"]
-        title = f"{phase}  ({_num(steps['steps_a'].iloc[0], '.4g')} vs {_num(steps['steps_b'].iloc[0], '.4g')} {unit}s per rank)" if unit != "run" and len(steps) else str(phase)
+        title = (
+            f"{phase}  ({_num(steps['steps_a'].iloc[0], '.4g')} vs {_num(steps['steps_b'].iloc[0], '.4g')} {unit}s per rank)"
+            if unit != "run" and len(steps)
+            else str(phase)
+        )
         t = Table(title=title, title_justify="left", show_lines=False)
-        for col, just in [
-            ("level", "left"), ("key", "left"), (f"A {tu}", "right"), (f"B {tu}", "right"),
-            ("B/A", "right"), ("busy B/A", "right"), ("share A", "right"), ("share B", "right"),
-            ("spread A/B", "right"), ("noise", "left"), ("bound", "left"), ("pred", "right"),
+        columns: list[tuple[str, JustifyMethod]] = [
+            ("level", "left"),
+            ("key", "left"),
+            (f"A {tu}", "right"),
+            (f"B {tu}", "right"),
+            ("B/A", "right"),
+            ("busy B/A", "right"),
+            ("share A", "right"),
+            ("share B", "right"),
+            ("spread A/B", "right"),
+            ("noise", "left"),
+            ("bound", "left"),
+            ("pred", "right"),
             ("meas/pred", "right"),
-        ]:
-            t.add_column(col, justify=just, no_wrap=True, overflow="ellipsis", max_width=40 if col == "key" else None)  # type: ignore[arg-type]
+        ]
+        for col, just in columns:
+            t.add_column(
+                col,
+                justify=just,
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=40 if col == "key" else None,
+            )
         shown = grp.groupby("level", sort=False).head(top)
         for r in shown.itertuples(index=False):
             noise = "" if r.noise is None else ("inside" if r.noise else "outside")
-            spread = "/".join(_num(x, ".0%") or "-" for x in (r.spread_a, r.spread_b)) if (r.n_a or 0) > 1 or (r.n_b or 0) > 1 else ""
+            spread = (
+                "/".join(_num(x, ".0%") or "-" for x in (r.spread_a, r.spread_b))
+                if (r.n_a or 0) > 1 or (r.n_b or 0) > 1
+                else ""
+            )
             t.add_row(
-                str(r.level), str(r.key), _time(r.kernel_a, unit), _time(r.kernel_b, unit),
-                _num(r.ratio, ".2f"), _num(r.busy_ratio, ".2f"), _num(r.share_a, ".1%"),
-                _num(r.share_b, ".1%"), spread, noise, r.bound if isinstance(r.bound, str) else "",
-                _num(r.predicted, ".2f"), _num(r.deviation, ".2f"),
+                str(r.level),
+                str(r.key),
+                _time(r.kernel_a, unit),
+                _time(r.kernel_b, unit),
+                _num(r.ratio, ".2f"),
+                _num(r.busy_ratio, ".2f"),
+                _num(r.share_a, ".1%"),
+                _num(r.share_b, ".1%"),
+                spread,
+                noise,
+                r.bound if isinstance(r.bound, str) else "",
+                _num(r.predicted, ".2f"),
+                _num(r.deviation, ".2f"),
             )
         console.print(t)
         hidden = len(grp) - len(shown)
         if hidden > 0:
-            console.print(f"  ({hidden} smaller rows not shown; --top or --format csv for all)", highlight=False)
+            console.print(
+                f"  ({hidden} smaller rows not shown; --top or --format csv for all)",
+                highlight=False,
+            )
     for v in result.verdicts["verdict"]:
         console.print(f"verdict: {v}", highlight=False, markup=False)
     for n in result.notes:
@@ -110,45 +149,116 @@ def register(app: typer.Typer) -> None:
 
     @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def compare(
-        runs: Annotated[list[str], typer.Argument(help="Run files of side A, then --vs and the run files of side B (globs allowed); or just two runs A B.", metavar="A... [--vs] B...")],
-        label_a: Annotated[str | None, typer.Option("--label-a", help="Name of side A (default: its run label).")] = None,
+        runs: Annotated[
+            list[str],
+            typer.Argument(
+                help="Run files of side A, then --vs and the run files of side B (globs allowed); or just two runs A B.",
+                metavar="A... [--vs] B...",
+            ),
+        ],
+        label_a: Annotated[
+            str | None, typer.Option("--label-a", help="Name of side A (default: its run label).")
+        ] = None,
         label_b: Annotated[str | None, typer.Option("--label-b", help="Name of side B.")] = None,
-        gpu_a: Annotated[str | None, typer.Option("--gpu-a", help="GPU of side A, overriding the trace (e.g. 'H100 SXM'; see tracekit gpus).")] = None,
+        gpu_a: Annotated[
+            str | None,
+            typer.Option(
+                "--gpu-a",
+                help="GPU of side A, overriding the trace (e.g. 'H100 SXM'; see tracekit gpus).",
+            ),
+        ] = None,
         gpu_b: Annotated[str | None, typer.Option("--gpu-b", help="GPU of side B.")] = None,
-        tp_a: Annotated[int | None, typer.Option("--tp-a", help="TP degree of side A (default: the run's world size; set 1 for data-parallel runs).")] = None,
+        tp_a: Annotated[
+            int | None,
+            typer.Option(
+                "--tp-a",
+                help="TP degree of side A (default: the run's world size; set 1 for data-parallel runs).",
+            ),
+        ] = None,
         tp_b: Annotated[int | None, typer.Option("--tp-b", help="TP degree of side B.")] = None,
-        by: Annotated[str, typer.Option("--by", help="Levels, comma-separated: category, op, kernel (short name), name (full kernel name).")] = "category,op",
-        per: Annotated[str, typer.Option("--per", help="Unit: step, or token (where steps carry token counts).")] = "step",
-        ranks: Annotated[str, typer.Option("--ranks", help="mean: one rank's time; sum: summed over ranks.")] = "mean",
-        no_phases: Annotated[bool, typer.Option("--no-phases", help="Compare whole runs (per run and rank), ignoring phases and steps.")] = False,
-        no_predict: Annotated[bool, typer.Option("--no-predict", help="Skip the hardware prediction (no GPU model needed).")] = False,
-        dtype: Annotated[str, typer.Option("--dtype", help="Compute predictions at bf16 or fp16 peak.")] = "bf16",
-        tolerance: Annotated[float, typer.Option("--tolerance", help="measured/predicted within 1 +- this is 'as predicted'.")] = 0.10,
-        fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or markdown.")] = "table",
-        top: Annotated[int, typer.Option("--top", help="Rows per phase and level in the table format.")] = 12,
-        output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file: .html (report), .csv, .json or .md.")] = None,
+        by: Annotated[
+            str,
+            typer.Option(
+                "--by",
+                help="Levels, comma-separated: category, op, kernel (short name), name (full kernel name).",
+            ),
+        ] = "category,op",
+        per: Annotated[
+            str,
+            typer.Option("--per", help="Unit: step, or token (where steps carry token counts)."),
+        ] = "step",
+        ranks: Annotated[
+            str, typer.Option("--ranks", help="mean: one rank's time; sum: summed over ranks.")
+        ] = "mean",
+        no_phases: Annotated[
+            bool,
+            typer.Option(
+                "--no-phases",
+                help="Compare whole runs (per run and rank), ignoring phases and steps.",
+            ),
+        ] = False,
+        no_predict: Annotated[
+            bool,
+            typer.Option(
+                "--no-predict", help="Skip the hardware prediction (no GPU model needed)."
+            ),
+        ] = False,
+        dtype: Annotated[
+            str, typer.Option("--dtype", help="Compute predictions at bf16 or fp16 peak.")
+        ] = "bf16",
+        tolerance: Annotated[
+            float,
+            typer.Option(
+                "--tolerance", help="measured/predicted within 1 +- this is 'as predicted'."
+            ),
+        ] = 0.10,
+        fmt: Annotated[
+            str, typer.Option("--format", "-f", help="table, csv, json or markdown.")
+        ] = "table",
+        top: Annotated[
+            int, typer.Option("--top", help="Rows per phase and level in the table format.")
+        ] = 12,
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "-o", "--output", help="Write to a file: .html (report), .csv, .json or .md."
+            ),
+        ] = None,
     ) -> None:
         """Compare two deployments per phase, operator and category, against the hardware.
 
         Example: tracekit compare h100_*.parquet --vs h200_*.parquet --by category,op
         """
         from tracekit.compare import compare as do_compare
-        from tracekit.compare import to_text
 
         if fmt not in FORMATS:
             raise TracekitError(f"Unknown output format {fmt!r}; use one of {', '.join(FORMATS)}.")
         a, b = split_sides(list(runs))
         levels = ["phase", *[x.strip() for x in by.split(",") if x.strip()]]
         result = do_compare(
-            a, b, label_a=label_a, label_b=label_b, gpu_a=gpu_a, gpu_b=gpu_b, tp_a=tp_a, tp_b=tp_b,
-            levels=levels, per=per, ranks=ranks, phases=not no_phases, predict=not no_predict,
-            dtype=dtype, tolerance=tolerance,
+            a,
+            b,
+            label_a=label_a,
+            label_b=label_b,
+            gpu_a=gpu_a,
+            gpu_b=gpu_b,
+            tp_a=tp_a,
+            tp_b=tp_b,
+            levels=levels,
+            per=per,
+            ranks=ranks,
+            phases=not no_phases,
+            predict=not no_predict,
+            dtype=dtype,
+            tolerance=tolerance,
         )
         if output is not None and output.suffix.lower() in (".html", ".htm"):
             try:
                 from tracekit.report import write_compare_report
             except ImportError:
-                raise TracekitError("The HTML report needs tracekit.report, which this install lacks.") from None
+                raise TracekitError(
+                    "The HTML report needs tracekit.report, which this install lacks."
+                ) from None
             write_compare_report(result, output)
             Console(stderr=True).print(f"wrote {output}", highlight=False)
             return
@@ -164,7 +274,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def gpus(
-        as_json: Annotated[bool, typer.Option("--json", help="Print the whole table, sources and notes included, as JSON.")] = False,
+        as_json: Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print the whole table, sources and notes included, as JSON."
+            ),
+        ] = False,
     ) -> None:
         """List the GPU table compare predicts from (dense TFLOP/s, GB/s, sources).
 
@@ -176,13 +291,57 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(recs, indent=1))
             return
-        t = Table(title="GPU table (dense tensor TFLOP/s; GB/s; link = bidirectional total per GPU)", title_justify="left")
-        for col in ("key", "name", "bf16", "fp16", "mem GB/s", "mem GB", "link", "link GB/s", "PCIe", "source"):
+        t = Table(
+            title="GPU table (dense tensor TFLOP/s; GB/s; link = bidirectional total per GPU)",
+            title_justify="left",
+        )
+        for col in (
+            "key",
+            "name",
+            "bf16",
+            "fp16",
+            "mem GB/s",
+            "mem GB",
+            "link",
+            "link GB/s",
+            "PCIe",
+            "source",
+        ):
             t.add_column(col, overflow="fold")
         for r in recs:
             t.add_row(
-                r["key"], r["name"], _num(r["bf16_tflops"], "g"), _num(r["fp16_tflops"], "g"),
-                _num(r["mem_bw_gbps"], "g"), r["mem_gb"], r["link"], _num(r["link_gbps"], "g"),
-                f"Gen{r['pcie_gen']} {r['pcie_gbps']:g}" if r["pcie_gen"] else "", r["source"],
+                r["key"],
+                r["name"],
+                _num(r["bf16_tflops"], "g"),
+                _num(r["fp16_tflops"], "g"),
+                _num(r["mem_bw_gbps"], "g"),
+                r["mem_gb"],
+                r["link"],
+                _num(r["link_gbps"], "g"),
+                f"Gen{r['pcie_gen']} {r['pcie_gbps']:g}" if r["pcie_gen"] else "",
+                r["source"],
             )
         Console().print(t)
+
+
+def to_text(result: CompareResult, fmt: str) -> str:
+    """The result as ``csv``, ``json`` or ``markdown`` text."""
+    from tracekit.sql import format_table
+
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=1)
+    if fmt == "csv":
+        return format_table(result.rows, "csv")
+    if fmt == "markdown":
+        head = [
+            f"# Compare: A = {result.a.label}, B = {result.b.label}",
+            "",
+            f"Ratio is B/A (above 1: B takes longer). Times in ns per unit; ranks: {result.ranks}.",
+            "",
+            *[f"- {v}" for v in result.verdicts["verdict"]],
+            *[f"- note: {n}" for n in result.notes],
+            "",
+            "",
+        ]
+        return "\n".join(head) + format_table(result.rows, "markdown")
+    raise TracekitError(f"Unknown output format {fmt!r}; use table, csv, json or markdown.")

@@ -1,4 +1,5 @@
-"""The GPU table: peak figures (with sources) that ``tracekit compare`` predicts from.
+"""The GPU table: peak figures (with sources) that ``tracekit compare`` predicts from,
+and the roofline rule that turns two of them into a predicted time ratio.
 
 The table lives in ``tracekit/data/gpus.toml``; its header states the units and
 conventions (dense tensor TFLOP/s, GB/s, link bandwidth as bidirectional total).
@@ -26,6 +27,9 @@ from tracekit.errors import TracekitError
 #: Tokens that say nothing about which GPU it is.
 _NOISE = frozenset({"nvidia", "tesla", "amd", "instinct", "gpu"})
 RESOURCES = ("compute", "memory", "interconnect")
+#: Categories whose work is split over TP ranks (weights, heads).
+SHARDED = frozenset({"gemm", "attention"})
+MEMORY_BOUND = frozenset({"norm", "elementwise", "reduce", "memory"})
 
 
 @dataclass(frozen=True)
@@ -177,3 +181,82 @@ def as_records() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _phase_kind(phase: str) -> str:
+    p = phase.lower()
+    if "prefill" in p or p in ("context", "ctx", "encode"):
+        return "prefill"
+    if "decode" in p or p.startswith("generat"):
+        return "decode"
+    if "mixed" in p or "extend" in p:
+        return "mixed"
+    return "other"
+
+
+def bound_resource(phase: str, category: str) -> str | None:
+    """The resource that bounds ``category`` work in ``phase`` (None: no prediction).
+
+    >>> bound_resource("decode", "gemm"), bound_resource("prefill", "gemm")
+    ('memory', 'compute')
+    """
+    kind = _phase_kind(phase)
+    if category == "communication":
+        return "interconnect"
+    if category in MEMORY_BOUND:
+        return "memory"
+    if category in ("gemm", "attention"):
+        if kind == "decode":
+            return "memory"
+        if kind == "mixed":
+            return None
+        return "compute"
+    return None
+
+
+def work_per_rank(category: str, tp: int) -> float | None:
+    """Relative work one rank does for ``category`` at TP degree ``tp``."""
+    if category in SHARDED:
+        return 1.0 / tp
+    if category == "communication":
+        return 2.0 * (tp - 1) / tp if tp > 1 else None
+    return 1.0
+
+
+def predicted_ratio(
+    phase: str,
+    category: str,
+    gpu_a: GPU | None,
+    gpu_b: GPU | None,
+    tp_a: int,
+    tp_b: int,
+    dtype: str = "bf16",
+    ranks: str = "mean",
+) -> float | None:
+    """Predicted B/A time ratio of ``category`` work in ``phase`` (None: no prediction).
+
+    Time goes as 1 / the bounding resource's peak, times the work one rank does:
+    GEMM and attention are split over TP ranks, a ring all-reduce moves 2(tp-1)/tp of
+    the message per rank, the rest is replicated; ``ranks="sum"`` adds tp_B/tp_A.
+
+    >>> h100, h200 = lookup("H100 SXM"), lookup("H200")
+    >>> round(predicted_ratio("decode", "gemm", h100, h200, 1, 1), 4)  # 3350 / 4800 GB/s
+    0.6979
+    """
+    res = bound_resource(phase, category)
+    if res is None or gpu_a is None or gpu_b is None:
+        return None
+    ca, cb = gpu_a.capacity(res, dtype), gpu_b.capacity(res, dtype)
+    wa: float | None = 1.0
+    wb: float | None = 1.0  # the same split on both sides cancels (also data-parallel runs)
+    if tp_a != tp_b:
+        wa, wb = work_per_rank(category, tp_a), work_per_rank(category, tp_b)
+    if not ca or not cb or not wa or not wb:
+        return None
+    r = (ca / cb) * (wb / wa)
+    if ranks == "sum":
+        r *= tp_b / tp_a
+    return r
