@@ -321,7 +321,7 @@ def register(app: typer.Typer) -> None:
                 f"Gen{r['pcie_gen']} {r['pcie_gbps']:g}" if r["pcie_gen"] else "",
                 r["source"],
             )
-        Console().print(t)
+        Console(width=None if sys.stdout.isatty() else 220).print(t)
 
 
 def to_text(result: CompareResult, fmt: str) -> str:
