@@ -179,7 +179,7 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
 
 def _rank_offsets(results: list[FileResult]) -> list[int]:
     """Keep explicit ranks (and refuse duplicates); number the others by file order."""
-    worlds = {r.meta.get("world_size") for r in results} - {None}
+    worlds = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
     if len(worlds) > 1:
         raise TracekitError(
             f"The inputs record different world sizes ({', '.join(map(str, sorted(worlds)))}): "
@@ -287,7 +287,7 @@ def ingest(
             for dev, model in (r.meta.get("gpus") or {}).items():
                 gpus.setdefault(str(dev), model)
         ranks = sorted({rk + off for r, off in zip(results, offsets, strict=True) for rk in r.ranks})
-        world = {r.meta.get("world_size") for r in results} - {None}
+        world = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
         meta: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "tracekit_version": __version__,
