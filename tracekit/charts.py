@@ -231,7 +231,7 @@ def op_donut(df: pd.DataFrame, phase: str, *, top: int = 8) -> Chart:
         theta=alt.Theta("share_pct:Q", stack=True),
         order=alt.Order("slice:Q"),
     )
-    arcs = base.mark_arc(innerRadius=70, outerRadius=130, stroke="white").encode(
+    arcs = base.mark_arc(innerRadius=55, outerRadius=100, stroke="white").encode(
         color=alt.Color(
             "op:N",
             title="operator",
@@ -245,8 +245,8 @@ def op_donut(df: pd.DataFrame, phase: str, *, top: int = 8) -> Chart:
             alt.Tooltip("kernel_ms:Q", title="kernel time (ms)", format=",.3f"),
         ],
     )
-    text = base.mark_text(radius=150, fontSize=11).encode(text="label:N")
-    donut = alt.layer(arcs, text).properties(width=320, height=320)
+    text = base.mark_text(radius=118, fontSize=11).encode(text="label:N")
+    donut = alt.layer(arcs, text).properties(width=250, height=250)
     title = f"{phase}: operator share of kernel time"
     runs = _order(data["run"]) if "run" in data.columns else []
     if len(runs) > 1:
