@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, markup=False, highlight=False)
 
 
 def _pct(x: float | None) -> str:

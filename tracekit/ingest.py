@@ -32,7 +32,7 @@ from tracekit.readers import (
     KINETO_SUFFIXES,
     NSYS_REPORT_SUFFIXES,
     SQLITE_SUFFIXES,
-    reader_for,
+    read,
     sniff,
 )
 from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
@@ -133,7 +133,7 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     """Read, classify and attribute one file; write it to ``part`` (Parquet)."""
     t0 = time.perf_counter()
     fmt = sniff(path)
-    raw = reader_for(fmt)(path)
+    raw = read(path)
     table = raw.table
     kinds = table.column("kind")
     range_names = pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))).to_pylist()

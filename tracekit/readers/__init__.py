@@ -45,8 +45,8 @@ class RawTrace:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-NSYS_REPORT_SUFFIXES = (".nsys-rep", ".qdrep")
-SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+NSYS_REPORT_SUFFIXES = (".nsys-rep", ".qdrep", ".nsys-rep.gz", ".qdrep.gz")
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db", ".sqlite.gz", ".sqlite3.gz")
 KINETO_SUFFIXES = (".json", ".json.gz")
 
 
@@ -91,5 +91,28 @@ def reader_for(fmt: str) -> Callable[[Path], RawTrace]:
 
 
 def read(path: Path) -> RawTrace:
-    """Read one trace file of any supported format."""
-    return reader_for(sniff(path))(path)
+    """Read one trace file of any supported format (gzip-compressed Nsight files too:
+    they are unpacked to a temporary file first, since SQLite and nsys need a file).
+
+    >>> read(Path("examples/traces/h200_tp2/h200_tp2_nsys.sqlite.gz")).meta["profiler"]  # doctest: +SKIP
+    'nsys'
+    """
+    fmt = sniff(path)
+    read_fn = reader_for(fmt)
+    if fmt == "kineto" or not path.name.lower().endswith(".gz"):
+        return read_fn(path)
+    import gzip
+    import shutil
+    import tempfile
+    import zlib
+
+    with tempfile.TemporaryDirectory(prefix="tracekit-") as tmp:
+        plain = Path(tmp) / path.name[: -len(".gz")]
+        try:
+            with gzip.open(path, "rb") as src, plain.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise TracekitError(f"{path} is not a readable gzip file ({exc}).") from None
+        raw = read_fn(plain)
+        raw.meta["source"] = str(path)
+        return raw
