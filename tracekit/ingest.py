@@ -82,7 +82,8 @@ class IngestResult:
 
 
 def run_label(path: Path) -> str:
-    """The default run label: the file name without its trace suffixes.
+    """The default run label: the file name without its trace suffixes (a folder
+    given as the first input names the run instead).
 
     >>> run_label(Path("/x/h100_tp2.pt.trace.json.gz"))
     'h100_tp2'
@@ -93,6 +94,23 @@ def run_label(path: Path) -> str:
     return name or path.name
 
 
+def _looks_like_trace(path: Path) -> bool:
+    """In a folder, a .json file counts only if it looks like a Kineto trace (a
+    ``traceEvents`` key in its first MiB), so side files such as program facts or
+    configs are left out; Nsight files always count."""
+    if not path.name.lower().endswith(KINETO_SUFFIXES):
+        return True
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(1 << 20)
+    except (OSError, EOFError):
+        return True  # unreadable: let the reader say why
+    return b'"traceEvents"' in head
+
+
 def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     """Files named, plus the trace files inside named folders (sorted)."""
     if not paths:
@@ -101,7 +119,9 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     for p in paths:
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(TRACE_SUFFIXES)
+                f
+                for f in p.rglob("*")
+                if f.is_file() and f.name.lower().endswith(TRACE_SUFFIXES) and _looks_like_trace(f)
             )
             if not found:
                 raise TracekitError(
@@ -242,7 +262,8 @@ def ingest(
     files = expand_inputs(list(paths))
     for f in files:
         sniff(f)  # unknown formats fail before any work
-    label = run or run_label(files[0])
+    first = Path(paths[0])
+    label = run or (first.resolve().name if first.is_dir() else run_label(files[0]))
     out = Path(out) if out is not None else Path(f"{label}.parquet")
     if out.exists() and out.is_dir():
         raise TracekitError(f"Output {out} is a folder; name a .parquet file.")
