@@ -32,8 +32,13 @@ _NONE = -1
 _CALL_SUFFIX = re.compile(r",\s*(?:seq|op_id|sizes|input_op_ids|stashed seq|stream)\s*=.*$")
 
 
+# torch.profiler module frames name the instance ("nn.Module: RMSNorm_57"); the
+# operator is the class.
+_MODULE_INSTANCE = re.compile(r"^(nn\.Module: [A-Za-z_][A-Za-z0-9_]*?)_\d+$")
+
+
 def _clean(name: str) -> str:
-    return _CALL_SUFFIX.sub("", name)
+    return _MODULE_INSTANCE.sub(r"\1", _CALL_SUFFIX.sub("", name))
 
 
 @dataclass
@@ -271,19 +276,20 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
         max_depth = len(R.by_level) - 1
         nr = len(R.row)
         name_id, raw_names = _encode(table.column("name").take(pa.array(R.row)))
-        name_values = [_clean(v) if v is not None else "" for v in raw_names]
-        name_id = np.where(name_id < 0, len(name_values), name_id)
-        name_values.append("")
+        # The phase map sees the full range text; path and op the cleaned one.
+        full_values = [v if v is not None else "" for v in raw_names] + [""]
+        name_values = [_clean(v) for v in full_values]
+        name_id = np.where(name_id < 0, len(name_values) - 1, name_id)
 
         # Per-range facts from the phase map, computed once per distinct name.
-        d_phase = [phase_map.phase_of(v) for v in name_values]
+        d_phase = [phase_map.phase_of(v) for v in full_values]
         phase_values = sorted({p for p in d_phase if p is not None})
         d_phase_id = np.array([phase_values.index(p) if p else _NONE for p in d_phase], np.int64)
-        d_step = _per_distinct(name_values, phase_map.is_step, bool)
+        d_step = _per_distinct(full_values, phase_map.is_step, bool)
         d_layer = _per_distinct(
-            name_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int64
+            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int64
         )
-        d_skip = _per_distinct(name_values, phase_map.is_skip, bool)
+        d_skip = _per_distinct(full_values, phase_map.is_skip, bool)
         r_phase_id = d_phase_id[name_id]
         r_is_phase = r_phase_id >= 0
         r_is_step = d_step[name_id]
