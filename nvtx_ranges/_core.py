@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,9 +61,9 @@ def enabled() -> bool:
 
 # --- backends -------------------------------------------------------------------
 
-_nvtx_push: Callable[[str], None] | None = None
-_nvtx_pop: Callable[[], None] | None = None
-_nvtx_mark: Callable[[str], None] | None = None
+_nvtx_push: Callable[[str], object] | None = None
+_nvtx_pop: Callable[[], object] | None = None
+_nvtx_mark: Callable[[str], object] | None = None
 NVTX_BACKEND = "none"
 
 try:
@@ -128,28 +127,40 @@ def _emit_payload(payload: dict[str, Any], kineto: bool) -> None:
 
 # --- the range ------------------------------------------------------------------
 
-_tls = threading.local()
-_OFF = object()  # stack tokens: nothing opened / only NVTX opened / else a Kineto handle
+_OFF = object()  # entry tokens: nothing opened / only NVTX opened / else a Kineto handle
 _NVTX = object()
+_EMPTY = object()
 
 
 class Range:
     """One annotated range: a context manager and a decorator.
 
-    The same object may be entered many times (also recursively and from several
-    threads): what each entry opened is kept on a per-thread stack so each exit
-    closes exactly that, even if profiling or annotation was switched meanwhile.
+    What each entry opened is remembered on the object (a list only when it is
+    entered again before it exits, i.e. recursion), so each exit closes exactly that,
+    even if profiling or annotation was switched meanwhile.  A decorated function
+    enters a fresh Range per call, so decorators are thread-safe; share one Range
+    object between threads only through ``with`` on separate objects.
     """
 
-    __slots__ = ("name", "payload")
+    __slots__ = ("_more", "_tok", "name", "payload")
 
     def __init__(self, name: str, payload: dict[str, Any] | None = None) -> None:
         self.name = name
         self.payload = payload or None
+        self._tok: Any = _EMPTY
+        self._more: list[Any] | None = None
+
+    def _push(self, token: Any) -> None:
+        if self._tok is _EMPTY:
+            self._tok = token
+        elif self._more is None:
+            self._more = [token]
+        else:
+            self._more.append(token)
 
     def __enter__(self) -> Range:
         if not _enabled:
-            _stack().append(_OFF)
+            self._push(_OFF)
             return self
         token: Any = _OFF
         if _nvtx_push is not None:
@@ -158,13 +169,16 @@ class Range:
         kineto = _profiler_on()
         if kineto:
             token = _rf_enter(self.name, None)
-        if self.payload is not None:
+        if self.payload is not None and token is not _OFF:
             _emit_payload(self.payload, kineto)
-        _stack().append(token)
+        self._push(token)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        token = _stack().pop()
+        if self._more:
+            token = self._more.pop()
+        else:
+            token, self._tok = self._tok, _EMPTY
         if token is _OFF:
             return
         if token is not _NVTX:
@@ -173,25 +187,19 @@ class Range:
             _nvtx_pop()
 
     def __call__(self, func: F) -> F:
+        name, payload = self.name, self.payload
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not _enabled:
                 return func(*args, **kwargs)
-            with self:
+            with Range(name, payload):
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"Range({self.name!r}, {self.payload!r})"
-
-
-def _stack() -> list[Any]:
-    try:
-        return _tls.stack  # type: ignore[no-any-return]
-    except AttributeError:
-        _tls.stack = []
-        return _tls.stack  # type: ignore[no-any-return]
 
 
 # --- the vocabulary (names matched by tracekit/phasemaps/tracekit.toml) ---------

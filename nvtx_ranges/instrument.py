@@ -9,6 +9,7 @@ exception still closes it) that closes it.  ``handle.remove()`` takes every hook
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,12 +113,18 @@ def instrument(
         if rule is None:
             continue
         rng = rule.range_for(qualname)
+        open_: threading.local = threading.local()  # per thread: ranges this module opened
 
-        def pre(_m: Any, _args: Any, rng: Range = rng) -> None:
-            rng.__enter__()
+        def pre(_m: Any, _args: Any, rng: Range = rng, open_: threading.local = open_) -> None:
+            r = Range(rng.name)
+            stack = open_.__dict__.setdefault("s", [])
+            stack.append(r)
+            r.__enter__()
 
-        def post(_m: Any, _args: Any, _out: Any, rng: Range = rng) -> None:
-            rng.__exit__(None, None, None)
+        def post(_m: Any, _a: Any, _o: Any, open_: threading.local = open_) -> None:
+            stack = open_.__dict__.get("s")
+            if stack:  # always_call also fires when the pre-hook never ran
+                stack.pop().__exit__(None, None, None)
 
         handle._hooks.append(module.register_forward_pre_hook(pre))
         handle._hooks.append(module.register_forward_hook(post, always_call=True))

@@ -320,4 +320,3 @@ def test_instrument_custom_rules_and_exception(tmp_path):
     assert Counter(e["name"] for e in rs) == {"_lin": 1, "_boom": 1, "_after": 1}
     boom = next(e for e in rs if e["name"] == "_boom")
     assert not inside(next(e for e in rs if e["name"] == "_after"), boom)
-    assert nr._core._stack() == []
