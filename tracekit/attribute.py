@@ -190,6 +190,60 @@ def _dict_column(idx: np.ndarray, values: list[str]) -> pa.Array:
     return d.cast(pa.string())
 
 
+PAYLOAD_MARKER = "tracekit.payload:"
+
+
+def _marker_json(text: str) -> str:
+    """``tracekit.payload:batch_size=8,tokens=1024`` -> ``{"batch_size": 8, "tokens": 1024}``."""
+    out: dict[str, object] = {}
+    for item in text[len(PAYLOAD_MARKER) :].split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            continue
+        v: object = value.strip()
+        for conv in (int, float):
+            try:
+                v = conv(value)
+                break
+            except ValueError:
+                pass
+        out[key.strip()] = v
+    return json.dumps(out)
+
+
+def _attach_payload_markers(
+    table: pa.Table, is_marker: np.ndarray, q_rows: np.ndarray, inner: np.ndarray, range_rows: np.ndarray
+) -> tuple[pa.Table, list[str]]:
+    """Set ``payload`` of the range enclosing each payload marker (marker rows are
+    query points, so ``inner`` already names that range)."""
+    sel = is_marker[q_rows] & (inner >= 0)
+    if not sel.any():
+        return table, table.column_names
+    target = range_rows[inner[sel]]
+    texts = table.column("name").take(pa.array(q_rows[sel]))
+    idx, distinct = _encode(texts)
+    as_json = np.array([_marker_json(t or "") for t in distinct], dtype=object)
+    order = np.argsort(target, kind="stable")
+    target, values = target[order], as_json[idx[order]]
+    # One marker per range: the last one wins.
+    last = np.ones(len(target), bool)
+    last[:-1] = target[1:] != target[:-1]
+    target, values = target[last], values[last]
+    mask = np.zeros(table.num_rows, bool)
+    mask[target] = True
+    current = (
+        table.column("payload").combine_chunks().cast(pa.string())
+        if "payload" in table.column_names
+        else pa.nulls(table.num_rows, pa.string())
+    )
+    new = pc.replace_with_mask(current, pa.array(mask), pa.array(list(values), pa.string()))
+    if "payload" in table.column_names:
+        table = table.set_column(table.column_names.index("payload"), "payload", new)
+    else:
+        table = table.append_column("payload", new)
+    return table, table.column_names
+
+
 def _kind_mask(col: pa.ChunkedArray, kinds: tuple[str, ...]) -> np.ndarray:
     m = pc.is_in(col, value_set=pa.array(list(kinds)))
     return np.asarray(pc.fill_null(m, False).to_numpy(zero_copy_only=False), bool)
@@ -219,6 +273,18 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
         else np.ones(n, bool)
     )
     is_gpu = _kind_mask(kcol, GPU_KINDS)
+    # nvtx_ranges payload markers (zero-length, right inside a step range): attached
+    # to the range around them as JSON, then dropped.
+    is_marker = (
+        _kind_mask(kcol, ("range",))
+        & np.asarray(
+            pc.fill_null(pc.starts_with(table.column("name"), PAYLOAD_MARKER), False).to_numpy(
+                zero_copy_only=False
+            ),
+            bool,
+        )
+        & (end == start)
+    )
     is_runtime = _kind_mask(kcol, ("runtime",))
     # Ranges usable as a launch stack: nested on a CPU thread, non-empty.
     is_range = _kind_mask(kcol, ("range",)) & nested & (tid != _NONE) & (device == _NONE) & (end > start)
@@ -273,6 +339,8 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
         )
         r_thread, q_thread = th_all[: len(r_rows)], th_all[len(r_rows) :]
         R, q_key = _build_ranges(r_thread, start[r_rows], end[r_rows], r_rows, q_thread, q_time)
+        inner = _innermost(R, q_key, q_time, q_thread)
+        table, cols = _attach_payload_markers(table, is_marker, q_rows, inner, R.row)
         max_depth = len(R.by_level) - 1
         nr = len(R.row)
         name_id, raw_names = _encode(table.column("name").take(pa.array(R.row)))
@@ -375,7 +443,7 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
 
         depth_col[R.row] = R.depth
         assign(R.row, ar)  # ranges: their own stack, self included
-        assign(q_rows, _innermost(R, q_key, q_time, q_thread))
+        assign(q_rows, inner)
 
     def int_arr(a: np.ndarray, t: pa.DataType) -> pa.Array:
         return pa.array(a, type=t, mask=a == _NONE)
@@ -401,4 +469,6 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
             table = table.set_column(table.column_names.index(name), name, arr)
         else:
             table = table.append_column(name, arr)
+    if is_marker.any():
+        table = table.filter(pa.array(~is_marker))
     return Attribution(table=table, step_mode=step_mode, max_depth=max_depth)

@@ -111,6 +111,24 @@ def _looks_like_trace(path: Path) -> bool:
     return b'"traceEvents"' in head
 
 
+def _stem(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    for suffix in (*NSYS_REPORT_SUFFIXES, *SQLITE_SUFFIXES):
+        name = name.removesuffix(suffix)
+    return str(path.parent / name)
+
+
+def _prefer_exports(files: list[Path]) -> list[Path]:
+    """A folder holding both a report and its SQLite export has one trace, not two:
+    keep the export (no nsys needed to read it)."""
+    exports = {_stem(f) for f in files if f.name.lower().endswith(SQLITE_SUFFIXES)}
+    return [
+        f
+        for f in files
+        if not (f.name.lower().endswith(NSYS_REPORT_SUFFIXES) and _stem(f) in exports)
+    ]
+
+
 def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     """Files named, plus the trace files inside named folders (sorted)."""
     if not paths:
@@ -123,6 +141,7 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
                 for f in p.rglob("*")
                 if f.is_file() and f.name.lower().endswith(TRACE_SUFFIXES) and _looks_like_trace(f)
             )
+            found = _prefer_exports(found)
             if not found:
                 raise TracekitError(
                     f"Folder {p} holds no trace files (.nsys-rep, .qdrep, .sqlite, .json, .json.gz)."

@@ -47,6 +47,8 @@ NULL_INT = -(2**63)
 _ID_MASK = 0xFFFFFF
 
 # NVTX event types (ENUM_NSYS_EVENT_TYPE).
+NVTX_MARK = 34
+PAYLOAD_MARKER = "tracekit.payload:"
 NVTX_PUSH_POP = 59
 NVTX_START_END = 60
 NVTX_DOMAIN_CREATE = 75
@@ -444,10 +446,21 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
             "domain_id": c("domainId"),
         },
         {"text": c("text"), "payload": payload},
-        where=f'WHERE "eventType" IN ({NVTX_PUSH_POP}, {NVTX_START_END})',
+        where=f'WHERE "eventType" IN ({NVTX_PUSH_POP}, {NVTX_START_END}, {NVTX_MARK})',
     )
     decoded = strings.decode(d["text_id"])
     name = pc.if_else(decoded.is_valid(), decoded, d["text"])
+    # Marks are dropped, except nvtx_ranges' payload markers: kept as zero-length
+    # ranges, which attribution attaches to the range open around them.
+    is_mark = pc.equal(d["event_type"], NVTX_MARK)
+    keep = pc.or_(
+        pc.invert(is_mark), pc.fill_null(pc.starts_with(name, PAYLOAD_MARKER), False)
+    )
+    if not pc.all(keep).as_py():
+        d = {k: pc.filter(v, keep) for k, v in d.items()}
+        name = pc.filter(name, keep)
+        is_mark = pc.equal(d["event_type"], NVTX_MARK)
+    d["end_ns"] = pc.if_else(is_mark, d["start_ns"], d["end_ns"])
     payload_arr = pc.if_else(pc.equal(d["payload"], ""), pa.scalar(None, pa.string()), d["payload"])
 
     # Domain names come from the domain-create events (text per domainId).
