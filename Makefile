@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-DEMO    ?= examples/traces/h200_tp2
+DEMO    ?= examples/traces/h200_tp4/nsys/h200_tp4.sqlite.gz
 PYTEST_ARGS ?=
 
 .PHONY: install install-test demo test lint bench clean
@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/tracekit ingest $(DEMO) -o demo.parquet
 	$(BIN)/tracekit query phase_breakdown demo.parquet
 	$(BIN)/tracekit query op_share demo.parquet
+	$(BIN)/tracekit comm demo.parquet
 
 test: install-test
 	$(BIN)/ruff check tracekit nvtx_ranges tests benchmarks examples

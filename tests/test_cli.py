@@ -114,3 +114,10 @@ def test_every_command_has_an_example_in_help() -> None:
     group = get_command(app)
     for name, cmd in group.commands.items():  # type: ignore[attr-defined]
         assert "Example" in (cmd.help or ""), f"tracekit {name} --help has no example"
+
+
+def test_mixed_profilers_refused(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parents[1] / "examples" / "traces" / "h200_tp2"
+    res = tk("ingest", str(folder), "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(res, "mix Nsight Systems and torch.profiler")
+    assert list(tmp_path.iterdir()) == []

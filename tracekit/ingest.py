@@ -279,8 +279,12 @@ def ingest(
     """
     t0 = time.perf_counter()
     files = expand_inputs(list(paths))
-    for f in files:
-        sniff(f)  # unknown formats fail before any work
+    families = {"kineto" if sniff(f) == "kineto" else "nsys" for f in files}  # fail early
+    if len(families) > 1:
+        raise TracekitError(
+            "The inputs mix Nsight Systems and torch.profiler traces: they are two captures, "
+            "not the ranks of one run; ingest each separately."
+        )
     first = Path(paths[0])
     label = run or (first.resolve().name if first.is_dir() else run_label(files[0]))
     out = Path(out) if out is not None else Path(f"{label}.parquet")
