@@ -91,3 +91,36 @@ def test_example_torchrun_world2(tmp_path):
     run_example(tmp_path, nproc=2)
     for r in (0, 1):
         check_rank(tmp_path, r, 2)
+
+
+def test_example_cpu_trace_ingests_with_phases_steps_and_ops(tmp_path):
+    """Annotate, profile, ingest: tracekit finds the program's phases, steps, operators
+    and payloads in its own CPU trace (no GPU: CPU operators are attributed through
+    their own thread)."""
+    import duckdb
+
+    from tracekit.ingest import ingest
+
+    run_example(tmp_path / "trace")
+    facts = json.loads((tmp_path / "trace" / "facts_rank0.json").read_text())
+    out = tmp_path / "cpu.parquet"
+    res = ingest([tmp_path / "trace" / "trace_rank0.pt.trace.json.gz"], out, jobs=1)
+    assert res.metadata["phase_map"]["name"] == "tracekit"
+
+    def q(sql):
+        return duckdb.sql(sql.replace("RUN", f"'{out}'")).fetchall()
+
+    for ph, f in facts["phases"].items():
+        (steps,) = q(f"select count(distinct step) from RUN where kind = 'range' and name = 'step' and phase = '{ph}'")[0]
+        assert steps == f["steps"]
+        (calls,) = q(f"select count(*) from RUN where kind = 'range' and name = 'all_reduce' and phase = '{ph}'")[0]
+        assert calls == f["all_reduce_calls"]
+        payload = facts["step_payload"][ph]
+        assert q(f"select distinct batch_size, tokens from RUN where kind = 'range' and name = 'step' and phase = '{ph}'") == [
+            (payload["batch_size"], payload["tokens"])
+        ]
+        # CPU operators (aten::*) inside each annotated operator carry that op.
+        ops = {r[0] for r in q(f"select distinct op from RUN where kind = 'cpu_op' and phase = '{ph}' and op is not null")}
+        expected = {n for n in f["ranges"] if n.startswith("_")}
+        assert expected <= ops | {"_embed"}, expected - ops
+    assert not q("select 1 from RUN where name like 'tracekit.payload:%' limit 1")
