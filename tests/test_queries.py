@@ -70,6 +70,7 @@ HTA_PHASE_RE = r"^## (forward|backward|optimizer) ##$"
 HTA_STEP_RE = r"^ProfilerStep#\d+$"
 
 GPU_KINDS = ("kernel", "memcpy", "memset")
+EXAMPLES = ROOT / "examples" / "traces"
 TOL_MS = 2e-3  # results are rounded to 1 µs; Kineto's µs floats to ns add < 1 ns each
 
 
@@ -88,6 +89,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("mfu", MFU, MFU_PHASES),
         ("h100", H100, None),
         ("hta", HTA, HTA_PHASES),
+        ("tp2_nsys", EXAMPLES / "h200_tp2" / "nsys", None),
+        ("tp2_torch", EXAMPLES / "h200_tp2" / "torch", None),
     ):
         if not src.exists():
             continue
@@ -300,7 +303,7 @@ def test_list_queries_covers_every_shipped_file() -> None:
         assert q.description and q.columns, q.name
 
 
-@pytest.mark.parametrize("case", ["mfu", "h100", "hta"])
+@pytest.mark.parametrize("case", ["mfu", "h100", "hta", "tp2_nsys", "tp2_torch"])
 def test_every_query_runs_and_matches_its_column_docs(runs: dict[str, Path], case: str) -> None:
     run = run_of(runs, case)
     for q in list_queries():
@@ -308,6 +311,23 @@ def test_every_query_runs_and_matches_its_column_docs(runs: dict[str, Path], cas
         assert list(df.columns) == list(q.columns), q.name
         if q.name in ("phase_breakdown", "op_share", "category_share", "top_kernels", "coverage"):
             assert len(df) > 0, q.name
+        if case.startswith("tp2"):  # an instrumented LLM loop: every query has rows
+            assert len(df) > 0, q.name
+
+
+@pytest.mark.parametrize("case", ["tp2_nsys", "tp2_torch"])
+def test_llm_example_phase_breakdown_matches_program_facts(runs: dict[str, Path], case: str) -> None:
+    """Steps per rank and phase, and the step payload, as the traced program recorded."""
+    run = run_of(runs, case)
+    folder = EXAMPLES / "h200_tp2" / case.removeprefix("tp2_")
+    df = run_query("phase_breakdown", [run])
+    bs = run_query("batch_size", [run])
+    for f in sorted(folder.glob("facts_rank*.json")):
+        facts = json.loads(f.read_text())
+        for phase, pf in facts["phases"].items():
+            row = df[(df["rank"] == facts["rank"]) & (df["phase"] == phase)]
+            assert int(row["steps"].iloc[0]) == pf["steps"], (f.name, phase)
+    assert set(bs["phase"]) == {"prefill", "decode"}
 
 
 @pytest.mark.parametrize("case", ["mfu", "hta"])
