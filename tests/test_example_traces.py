@@ -86,3 +86,36 @@ def test_graph_replays_take_the_step_of_their_launch(tmp_path: Path) -> None:
         f"select count(*) from '{out}' where kind = 'runtime' and name like 'cudaGraphLaunch%' and phase = 'decode'"
     ).fetchall()[0][0]
     assert launches == 2 * 16
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c[0] in ("h200_tp2", "h200_tp4", "h200_tp2_graph")], ids=lambda c: f"{c[0]}-{c[1]}"
+)
+def test_comm_on_multi_rank_examples(case: tuple[str, str], tmp_path: Path) -> None:
+    """Collectives per rank and phase as the program issued them; transfer (minimum
+    over ranks) <= each rank's duration; transfer + wait = duration."""
+    from tracekit.comm import comm_table
+
+    name, fmt = case
+    known = facts(TRACES / name / fmt)
+    out = tmp_path / "run.parquet"
+    ingest([TRACES / name / fmt], out, jobs=1)
+    per_rank = comm_table([out], by="rank")
+    for rank, d in known.items():
+        for phase, pf in d["phases"].items():
+            row = per_rank[(per_rank["rank"] == rank) & (per_rank["phase"] == phase)]
+            n = int(row["kernels"].sum()) if len(row) else 0
+            assert n == pf["all_reduce_executed"], (rank, phase)
+    assert (per_rank["unmatched_kernels"] == 0).all()
+    assert (per_rank["transfer_ms"] <= per_rank["total_ms"] + 1e-3).all()
+    assert ((per_rank["transfer_ms"] + per_rank["wait_ms"] - per_rank["total_ms"]).abs() <= 2e-3).all()
+    # Per collective: the transfer is the shortest of the ranks' durations, measured
+    # here straight from the kernels (k-th AllReduce kernel of each rank).
+    raw = duckdb.sql(
+        f"""select seq, min(dur_ns) / 1e3 as min_us from (
+              select dur_ns, row_number() over (partition by rank order by start_ns) - 1 as seq
+              from '{out}' where kind = 'kernel' and collective = 'AllReduce') group by seq order by seq"""
+    ).df()
+    coll = comm_table([out], by="collective").sort_values("seq")
+    assert len(coll) == len(raw)
+    assert (coll["transfer_us"].to_numpy() - raw["min_us"].to_numpy()).__abs__().max() <= 0.01
