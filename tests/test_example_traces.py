@@ -119,3 +119,76 @@ def test_comm_on_multi_rank_examples(case: tuple[str, str], tmp_path: Path) -> N
     coll = comm_table([out], by="collective").sort_values("seq")
     assert len(coll) == len(raw)
     assert (coll["transfer_us"].to_numpy() - raw["min_us"].to_numpy()).__abs__().max() <= 0.01
+
+
+def _phase_oracle(sqlite_gz: Path, tmp: Path) -> dict[str, float]:
+    """GPU time per (rank, step) per phase straight from the Nsight export: activity ->
+    runtime call (correlation, process) -> the `phase:<p>` push/pop range open on the
+    launching thread; steps = `step` ranges inside a phase range, over all processes."""
+    import gzip
+    import shutil
+    import sqlite3
+
+    import pandas as pd
+
+    db = tmp / (sqlite_gz.name + ".sqlite")
+    with gzip.open(sqlite_gz) as src, db.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    con = sqlite3.connect(db)
+    frames = {
+        # compare's "kernel time" is GPU activity time: kernels, memcpy and memset.
+        "k": " union all ".join(
+            f"select start, end, correlationId as c, globalPid >> 24 as gp from CUPTI_ACTIVITY_KIND_{t}"
+            for t in ("KERNEL", "MEMCPY", "MEMSET")
+        ),
+        "r": "select start as rs, correlationId as c, globalTid as gt, globalTid >> 24 as gp from CUPTI_ACTIVITY_KIND_RUNTIME",
+        "n": "select e.start as s, e.end as e, e.globalTid as gt, s.value as txt from NVTX_EVENTS e "
+        "join StringIds s on s.id = e.textId where e.eventType = 59",
+    }
+    ddb = duckdb.connect()
+    for name, sql in frames.items():
+        ddb.register(name, pd.read_sql_query(sql, con))
+    con.close()
+    kernel = dict(
+        ddb.sql(
+            """select substr(n.txt, 7) as phase, sum(k."end" - k.start)
+               from k join r on k.c = r.c and k.gp = r.gp
+               join n on n.gt = r.gt and n.s <= r.rs and r.rs < n.e and n.txt like 'phase:%'
+               group by 1"""
+        ).fetchall()
+    )
+    steps = dict(
+        ddb.sql(
+            """select substr(p.txt, 7), count(*) from n as st join n as p
+               on st.gt = p.gt and p.s <= st.s and st.e <= p.e and p.txt like 'phase:%'
+               where st.txt = 'step' group by 1"""
+        ).fetchall()
+    )
+    return {ph: kernel[ph] / steps[ph] for ph in steps if ph in kernel}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "predicted_decode"),
+    [
+        # TP=1, H100 SXM vs H200: decode is memory-bound, so the table predicts the ratio
+        # of memory bandwidths, by hand from the datasheets: 3350 / 4800 GB/s.
+        ("h100_tp1", "h200_tp1", 3350.0 / 4800.0),
+        ("h200_tp2", "h200_tp4", None),
+    ],
+)
+def test_compare_examples_against_raw_sql(a: str, b: str, predicted_decode: float | None, tmp_path: Path) -> None:
+    from tracekit.compare import compare
+
+    pa_, pb_ = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    ingest([TRACES / a / "nsys"], pa_, jobs=1)
+    ingest([TRACES / b / "nsys"], pb_, jobs=1)
+    res = compare([pa_], [pb_])
+    rows = res.rows[res.rows["level"] == "phase"].set_index("phase")
+    oa = _phase_oracle(TRACES / a / "nsys" / f"{a}.sqlite.gz", tmp_path)
+    ob = _phase_oracle(TRACES / b / "nsys" / f"{b}.sqlite.gz", tmp_path)
+    for phase in ("prefill", "decode"):
+        assert rows.loc[phase, "kernel_a"] == pytest.approx(oa[phase], rel=1e-9)
+        assert rows.loc[phase, "kernel_b"] == pytest.approx(ob[phase], rel=1e-9)
+        assert rows.loc[phase, "ratio"] == pytest.approx(ob[phase] / oa[phase], rel=1e-9)
+    if predicted_decode is not None:
+        assert rows.loc["decode", "predicted"] == pytest.approx(predicted_decode, rel=1e-6)
