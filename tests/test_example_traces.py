@@ -192,3 +192,18 @@ def test_compare_examples_against_raw_sql(a: str, b: str, predicted_decode: floa
         assert rows.loc[phase, "ratio"] == pytest.approx(ob[phase] / oa[phase], rel=1e-9)
     if predicted_decode is not None:
         assert rows.loc["decode", "predicted"] == pytest.approx(predicted_decode, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["h200_tp1", "h200_tp2", "h200_tp4"])
+def test_graph_replay_ops_come_from_the_capture(name: str, tmp_path: Path) -> None:
+    """Replayed kernels take the operator open when their node was captured (nsys
+    graph node ids): per operator, the decode kernels of the CUDA-graph run equal
+    those of the same program run eagerly."""
+    eager, graph = tmp_path / "e.parquet", tmp_path / "g.parquet"
+    ingest([TRACES / name / "nsys"], eager, jobs=1)
+    ingest([TRACES / f"{name}_graph" / "nsys"], graph, jobs=1)
+    sql = "select coalesce(op, '(none)'), count(*) from '{}' where kind = 'kernel' and phase = 'decode' group by 1"
+    e = dict(duckdb.sql(sql.format(eager)).fetchall())
+    g = dict(duckdb.sql(sql.format(graph)).fetchall())
+    assert g == e
+    assert e.get("(none)", 0) < 0.1 * sum(e.values())

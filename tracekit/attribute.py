@@ -249,7 +249,60 @@ def _kind_mask(col: pa.ChunkedArray, kinds: tuple[str, ...]) -> np.ndarray:
     return np.asarray(pc.fill_null(m, False).to_numpy(zero_copy_only=False), bool)
 
 
-def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
+@dataclass
+class _CapturePoints:
+    """Where the nodes of replayed CUDA graphs were captured, one point per node."""
+
+    rows: np.ndarray  # GPU rows replayed from a graph
+    node_of_row: np.ndarray  # index into the points (-1: capture unknown)
+    pid: np.ndarray
+    tid: np.ndarray
+    time: np.ndarray
+
+
+def _capture_points(table: pa.Table, graph_nodes: pa.Table | None, is_gpu: np.ndarray) -> _CapturePoints | None:
+    """Follow each replayed kernel's graph node back to the node that was captured
+    (instantiation clones it: ``original_graph_node_id``) and take that creation's
+    thread and time.  Joins run per distinct node, never per kernel."""
+    if graph_nodes is None or graph_nodes.num_rows == 0 or "graph_node_id" not in table.column_names:
+        return None
+    import pandas as pd
+
+    gid = _np(table.column("graph_node_id"), _NONE)
+    rows = np.flatnonzero(is_gpu & (gid != _NONE))
+    if not len(rows):
+        return None
+    k = pd.DataFrame({"pid": _np(table.column("pid"), 0)[rows], "node": gid[rows]})
+    nodes = k.drop_duplicates().reset_index(drop=True)
+    # A node id can have two creation events (e.g. the executable graph's node is
+    # recorded once bare, once as a clone): keep the one that names its original.
+    ev = graph_nodes.to_pandas().sort_values(
+        "original_graph_node_id", na_position="last", kind="stable"
+    ).drop_duplicates(["pid", "graph_node_id"])
+    ev = ev.set_index(["pid", "graph_node_id"])
+    look = nodes["node"].to_numpy(np.float64)
+    for _ in range(4):  # clone of a clone is possible; chains are short
+        idx = pd.MultiIndex.from_arrays([nodes["pid"], look])
+        orig = ev["original_graph_node_id"].reindex(idx).to_numpy(np.float64)
+        follow = ~np.isnan(orig) & (orig != look)
+        if not follow.any():
+            break
+        look = np.where(follow, orig, look)
+    hit = ev.reindex(pd.MultiIndex.from_arrays([nodes["pid"], look]))
+    ok = hit["tid"].notna().to_numpy()
+    point = np.full(len(nodes), _NONE, np.int64)
+    point[ok] = np.arange(int(ok.sum()))
+    node_no = k.merge(nodes.reset_index(), on=["pid", "node"], how="left")["index"].to_numpy()
+    return _CapturePoints(
+        rows=rows,
+        node_of_row=point[node_no],
+        pid=nodes["pid"].to_numpy(np.int64)[ok],
+        tid=hit["tid"].to_numpy()[ok].astype(np.int64),
+        time=hit["start_ns"].to_numpy()[ok].astype(np.int64),
+    )
+
+
+def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None = None) -> Attribution:
     """Fill ``depth``, ``path``, ``op``, ``phase``, ``step``, ``layer``,
     ``batch_size``, ``tokens``, ``launch_tid`` and ``launch_ns`` on ``table``.
 
@@ -318,6 +371,14 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
     q_tid = np.where(is_gpu[q_rows], launch_tid[q_rows], tid[q_rows])
     q_time = np.where(is_gpu[q_rows], launch_ns[q_rows], start[q_rows])
 
+    # CUDA graph replays: also ask for the stack where each node was captured.
+    cap = _capture_points(table, graph_nodes, is_gpu)
+    n_q = len(q_rows)
+    if cap is not None:
+        q_pid = np.concatenate([q_pid, cap.pid])
+        q_tid = np.concatenate([q_tid, cap.tid])
+        q_time = np.concatenate([q_time, cap.time])
+
     r_rows = np.flatnonzero(is_range)
     depth_col = np.full(n, _NONE, np.int64)
     path_col = np.full(n, _NONE, np.int64)  # index into path_values
@@ -339,7 +400,8 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
         )
         r_thread, q_thread = th_all[: len(r_rows)], th_all[len(r_rows) :]
         R, q_key = _build_ranges(r_thread, start[r_rows], end[r_rows], r_rows, q_thread, q_time)
-        inner = _innermost(R, q_key, q_time, q_thread)
+        inner_all = _innermost(R, q_key, q_time, q_thread)
+        inner, inner_cap = inner_all[:n_q], inner_all[n_q:]
         table, cols = _attach_payload_markers(table, is_marker, q_rows, inner, R.row)
         max_depth = len(R.by_level) - 1
         nr = len(R.row)
@@ -444,6 +506,18 @@ def attribute(table: pa.Table, phase_map: PhaseMap) -> Attribution:
         depth_col[R.row] = R.depth
         assign(R.row, ar)  # ranges: their own stack, self included
         assign(q_rows, inner)
+        if cap is not None:
+            # The operator (and layer) open when the node was captured wins over the
+            # launch stack, which holds only the cudaGraphLaunch; phase and step stay
+            # those of the launch.
+            has = cap.node_of_row >= 0
+            node_r = np.where(has, inner_cap[np.clip(cap.node_of_row, 0, None)], _NONE)
+            has &= node_r >= 0
+            rows_c, rr = cap.rows[has], node_r[has]
+            cap_op = r_op_name[rr]
+            op_col[rows_c] = np.where(cap_op >= 0, cap_op, op_col[rows_c])
+            cap_layer = ly[rr]
+            layer_col[rows_c] = np.where(cap_layer >= 0, cap_layer, layer_col[rows_c])
 
     def int_arr(a: np.ndarray, t: pa.DataType) -> pa.Array:
         return pa.array(a, type=t, mask=a == _NONE)

@@ -182,7 +182,7 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     ) if "dur_ns" not in table.column_names else table
     short = table.column("short_name") if "short_name" in table.column_names else None
     table = _with_columns(table, classify(table.column("name"), table.column("kind"), short))
-    result = attribute(table, pm)
+    result = attribute(table, pm, raw.graph_nodes)
     table = result.table
     if "run" in table.column_names:
         table = table.drop_columns(["run"])

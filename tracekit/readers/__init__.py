@@ -43,6 +43,11 @@ from tracekit.errors import TracekitError
 class RawTrace:
     table: pa.Table
     meta: dict[str, Any] = field(default_factory=dict)
+    #: CUDA graph node creations (nsys ``CUDA_GRAPH_NODE_EVENTS``): ``pid``, ``tid``,
+    #: ``start_ns``, ``graph_node_id``, ``original_graph_node_id`` (the captured node
+    #: an instantiated node was cloned from).  Attribution gives replayed kernels the
+    #: operator that was open when their node was captured.
+    graph_nodes: pa.Table | None = None
 
 
 NSYS_REPORT_SUFFIXES = (".nsys-rep", ".qdrep", ".nsys-rep.gz", ".qdrep.gz")

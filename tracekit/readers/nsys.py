@@ -620,4 +620,33 @@ def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
     gpus = gpus_of(db, used, warnings)
     if gpus is not None:
         meta["gpus"] = gpus
-    return RawTrace(table=table, meta=meta)
+    return RawTrace(table=table, meta=meta, graph_nodes=_graph_nodes(db))
+
+
+GRAPH_NODES = "CUDA_GRAPH_NODE_EVENTS"
+
+
+def _graph_nodes(db: _Db) -> pa.Table | None:
+    """Graph node creations: where (thread, time) each node was captured or cloned."""
+    if GRAPH_NODES not in db.tables:
+        return None
+    c = lambda n: _col(db, GRAPH_NODES, n)  # noqa: E731
+    d = db.columns(
+        GRAPH_NODES,
+        {
+            "start_ns": c("start"),
+            "global_tid": c("globalTid"),
+            "graph_node_id": c("graphNodeId"),
+            "original_graph_node_id": c("originalGraphNodeId"),
+        },
+        {},
+    )
+    return pa.table(
+        {
+            "pid": _pid(d["global_tid"]),
+            "tid": _tid(d["global_tid"]),
+            "start_ns": d["start_ns"],
+            "graph_node_id": d["graph_node_id"],
+            "original_graph_node_id": d["original_graph_node_id"],
+        }
+    )
