@@ -145,19 +145,21 @@ def write_rank(src: dict[str, Any], rank: int, world: int, copies: int, out: Pat
     dist.update(rank=rank, world_size=world)
     head["distributedInfo"] = dist
     head["traceName"] = str(out)
-    enc = json.JSONEncoder(separators=(",", ":"))
+    # Kineto's own layout: "key": value with a space (HTA finds the rank with the
+    # regex '"rank":\\s+(\\d+)', line by line) and one event per line.
+    enc = json.JSONEncoder()
     with open(out, "w") as fh:
-        fh.write(enc.encode(head)[:-1] + ',"traceEvents":[')
+        fh.write(enc.encode(head)[:-1] + ',\n  "traceEvents": [\n')
         first = True
         buf: list[str] = []
         for e in events(src, rank, copies):
             buf.append(enc.encode(e))
             if len(buf) >= 50_000:
-                fh.write(("" if first else ",") + ",".join(buf))
+                fh.write(("" if first else ",\n") + ",\n".join(buf))
                 first, buf = False, []
         if buf:
-            fh.write(("" if first else ",") + ",".join(buf))
-        fh.write("]}")
+            fh.write(("" if first else ",\n") + ",\n".join(buf))
+        fh.write("\n]}\n")
     return out.stat().st_size
 
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         i = r % len(srcs)
         src = srcs[i]
         if sizes[i] is None:  # measure one copy's encoded size once
-            sizes[i] = len(json.dumps(src, separators=(",", ":")))
+            sizes[i] = len(json.dumps(src))
         copies = max(1, round(args.size_mb * 1e6 / args.ranks / sizes[i]))
         total += write_rank(src, r, args.ranks, copies, args.out / f"rank{r}.pt.trace.json")
         print(f"rank {r}: {copies} copies of {args.sources[i].name}", flush=True)

@@ -212,6 +212,9 @@ def bench_kineto(cases: list[tuple[str, Path]], repeat: int, timeout: float) -> 
                 if m["rc"] == 0:
                     res = json.loads(m["stdout"].strip().splitlines()[-1])
                     m["rows"], m["inner_s"] = res["events"], res["load_s"]
+                    if len(res["ranks"]) != facts["files"]:  # HTA keys traces by rank
+                        m["rc"] = 1
+                        m["stderr_tail"] = f"HTA loaded ranks {res['ranks']} from {facts['files']} files"
                 runs["hta"].append(m)
             out = DATA / "out" / f"{folder.name}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
