@@ -55,9 +55,12 @@ def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
 
 
 def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
-    """Dense index of (pid, tid) pairs."""
-    pairs = np.stack([pid, tid], axis=1)
-    _, inv = np.unique(pairs, axis=0, return_inverse=True)
+    """Dense index of (pid, tid) pairs (1-D keys: ``np.unique(axis=0)`` is slow)."""
+    _, p = np.unique(pid, return_inverse=True)
+    _, t = np.unique(tid, return_inverse=True)
+    t = t.reshape(-1).astype(np.int64)
+    key = p.reshape(-1).astype(np.int64) * (int(t.max(initial=0)) + 1) + t
+    _, inv = np.unique(key, return_inverse=True)
     return inv.reshape(-1).astype(np.int64)
 
 
@@ -439,10 +442,11 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
             idx = R.by_level[d][1]
             par = R.parent[idx]
             parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE)
-            pairs = np.stack([parent_path, name_id[idx]], axis=1)
-            uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+            nn = len(name_values) + 1
+            ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
             base = len(path_values)
-            for pp, nm in uniq.tolist():  # one iteration per distinct path
+            # One iteration per distinct path, not per range.
+            for pp, nm in zip((ukey // nn - 1).tolist(), (ukey % nn).tolist(), strict=True):
                 leaf = name_values[nm]
                 path_values.append(leaf if pp < 0 else f"{path_values[pp]}/{leaf}")
             path_id[idx] = base + inv.reshape(-1)
