@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from tracekit.errors import TracekitError
@@ -53,6 +52,8 @@ def register(app: typer.Typer) -> None:
 
         if list_:
             rows = [(q.name, " ".join(p.name for p in q.params), q.summary) for q in list_queries()]
+            import pandas as pd  # imported here: every tracekit call would pay for it
+
             df = pd.DataFrame(rows, columns=["query", "params", "description"])
             typer.echo(format_table(df, fmt, max_width=100))
             return
