@@ -473,21 +473,19 @@ def _rank_column(table: pa.Table, meta: dict[str, Any]) -> pa.ChunkedArray:
     first (lowest) GPU, CPU-only processes after them.
     """
     names: dict[int, str] = meta.pop("_process_names")
-    con = duckdb.connect()
-    try:
-        con.register("t", table.select(["pid", "device"]))
-        rows = con.execute(
-            "SELECT pid, min(device) AS d FROM t WHERE pid IS NOT NULL GROUP BY pid "
-            "ORDER BY d NULLS LAST, pid"
-        ).fetchall()
-        order = {int(p): i for i, (p, _) in enumerate(rows)}
-        explicit = meta["rank"]
-        ranks = {p: (explicit if explicit is not None else i) for p, i in order.items()}
-        meta["processes"] = [{"pid": p, "rank": ranks[p], "name": names.get(p)} for p in order]
-        if explicit is None and ranks:
-            meta["rank"] = min(ranks.values())
-    finally:
-        con.close()
+    per_pid = (
+        table.select(["pid", "device"])
+        .filter(pc.is_valid(table.column("pid")))
+        .group_by("pid")
+        .aggregate([("device", "min")])
+        .sort_by([("device_min", "ascending"), ("pid", "ascending")])  # nulls sort last
+    )
+    order = {int(p): i for i, p in enumerate(per_pid.column("pid").to_pylist())}
+    explicit = meta["rank"]
+    ranks = {p: (explicit if explicit is not None else i) for p, i in order.items()}
+    meta["processes"] = [{"pid": p, "rank": ranks[p], "name": names.get(p)} for p in order]
+    if explicit is None and ranks:
+        meta["rank"] = min(ranks.values())
     pids = pa.array(list(ranks), pa.int64())
     values = pa.array(list(ranks.values()), pa.int32())
     idx = pc.index_in(table.column("pid"), value_set=pids)
