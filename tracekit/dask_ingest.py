@@ -37,20 +37,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tracekit import __version__
 from tracekit.errors import TracekitError
 from tracekit.ingest import (
     META_KEY,
     ROW_GROUP,
     FileResult,
-    _rank_offsets,
-    _share,
     expand_inputs,
     ingest_file,
+    rank_offsets,
     run_label,
+    run_metadata,
 )
 from tracekit.readers import sniff
-from tracekit.schema import SCHEMA, SCHEMA_VERSION
+from tracekit.schema import SCHEMA
 
 
 @dataclass
@@ -107,62 +106,10 @@ def _finalize(part: str, dest: str, offset: int, meta_json: bytes) -> int:
 def _run_metadata(
     results: list[FileResult], offsets: list[int], label: str
 ) -> tuple[dict[str, Any], list[str]]:
-    """The run's ``tracekit`` metadata, as :func:`tracekit.ingest.ingest` writes it."""
-    warnings = [w for r in results for w in r.meta.get("warnings", [])]
-    for r in results:
-        name = Path(r.path).name
-        if r.gpu_activities == 0 and r.ranges == 0:
-            raise TracekitError(f"{r.path} holds neither GPU activity nor NVTX/annotation ranges.")
-        if r.gpu_activities == 0:
-            warnings.append(f"{name}: no GPU activity in the trace; GPU coverage is zero.")
-        elif r.ranges == 0:
-            warnings.append(
-                f"{name}: no NVTX or annotation ranges; kernels cannot be attributed to phases."
-            )
-    pairs = list(zip(results, offsets, strict=True))
-    kernel_ns = sum(r.kernel_ns for r in results)
-    gpus: dict[str, str] = {}
-    for r in results:
-        for dev, model in (r.meta.get("gpus") or {}).items():
-            gpus.setdefault(str(dev), model)
-    ranks = sorted({rk + off for r, off in pairs for rk in r.ranks})
-    world = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
-    meta: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "tracekit_version": __version__,
-        "run": label,
-        "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "engine": "dask",
-        "sources": [
-            {
-                "path": r.path,
-                "format": r.format,
-                "profiler": r.meta.get("profiler"),
-                "profiler_version": r.meta.get("profiler_version"),
-                "ranks": [rk + off for rk in r.ranks],
-                "rank_source": r.meta.get("rank_source"),
-                "processes": r.meta.get("processes"),
-                "gpus": r.meta.get("gpus"),
-                "phase_map": r.phase_map["name"],
-                "step_mode": r.step_mode,
-                "rows": r.rows,
-                "kernels": r.kernels,
-            }
-            for r, off in pairs
-        ],
-        "gpus": gpus,
-        "ranks": ranks,
-        "world_size": max(world) if world else (len(ranks) or None),
-        "phase_map": results[0].phase_map if results else None,
-        "coverage": {
-            "kernel_ns": kernel_ns,
-            "phase": _share(sum(r.phased_ns for r in results), kernel_ns),
-            "op": _share(sum(r.op_ns for r in results), kernel_ns),
-        },
-        "rows": sum(r.rows for r in results),
-        "kernels": sum(r.kernels for r in results),
-        "warnings": warnings,
-    }
+    """The run's metadata as :func:`tracekit.ingest.ingest` writes it, marked as
+    written by Dask."""
+    meta, warnings = run_metadata(results, offsets, label)
+    meta["engine"] = "dask"
     return meta, warnings
 
 
@@ -216,7 +163,7 @@ def ingest_dask(
             for i, f in enumerate(files)
         ]
         results: list[FileResult] = client.gather(futs)
-        offsets = _rank_offsets(results)
+        offsets = rank_offsets(results)
         meta, warnings = _run_metadata(results, offsets, label)
         finals = []
         for i, (r, off) in enumerate(zip(results, offsets, strict=True)):

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -168,8 +167,8 @@ def _sum_kernel_ns(table: pa.Table, mask: pa.Array) -> int:
     return int(s or 0)
 
 
-def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
-    """Read, classify and attribute one file; write it to ``part`` (Parquet)."""
+def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.Table]:
+    """Read, classify and attribute one file: its summary and its events table."""
     t0 = time.perf_counter()
     fmt = sniff(path)
     raw = read(path)
@@ -177,16 +176,18 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     kinds = table.column("kind")
     range_names = pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))).to_pylist()
     pm = choose(phase_map, [n for n in range_names if n])
-    table = table.append_column(
-        "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
-    ) if "dur_ns" not in table.column_names else table
+    if "dur_ns" not in table.column_names:
+        table = table.append_column(
+            "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
+        )
     short = table.column("short_name") if "short_name" in table.column_names else None
     table = _with_columns(table, classify(table.column("name"), table.column("kind"), short))
     result = attribute(table, pm, raw.graph_nodes)
+    del table, raw.table
     table = result.table
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
-    table = table.append_column("run", pa.array(np.full(table.num_rows, run), pa.string()))
+    table = table.append_column("run", pa.repeat(pa.scalar(run, pa.string()), table.num_rows))
     table = conform(table)
     table = table.sort_by([("rank", "ascending"), ("start_ns", "ascending")])
 
@@ -196,12 +197,11 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     phased_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("phase"))))
     op_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("op"))))
     ranks = sorted(r for r in pc.unique(table.column("rank")).to_pylist() if r is not None)
-    pq.write_table(table, part, row_group_size=ROW_GROUP, compression="zstd")
-    return FileResult(
+    summary = FileResult(
         path=str(path),
         format=fmt,
         meta=raw.meta,
-        part=str(part),
+        part="",
         rows=table.num_rows,
         kernels=int(pc.sum(is_kernel).as_py() or 0),
         gpu_activities=int(pc.sum(pc.is_in(kinds, pa.array(list(GPU_KINDS)))).as_py() or 0),
@@ -214,9 +214,19 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
         op_ns=op_ns,
         seconds=time.perf_counter() - t0,
     )
+    return summary, table
 
 
-def _rank_offsets(results: list[FileResult]) -> list[int]:
+def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
+    """Read, classify and attribute one file; write it to ``part`` (Parquet).  This is
+    the unit of work a process pool or a Dask worker runs."""
+    summary, table = process_file(path, phase_map, run)
+    pq.write_table(table, part, row_group_size=ROW_GROUP, compression="zstd")
+    summary.part = str(part)
+    return summary
+
+
+def rank_offsets(results: list[FileResult]) -> list[int]:
     """Keep explicit ranks (and refuse duplicates); number the others by file order."""
     worlds = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
     if len(worlds) > 1:
@@ -258,8 +268,68 @@ def _merge(results: list[FileResult], offsets: list[int], out_tmp: Path, meta: d
                 writer.write_table(tbl.cast(SCHEMA), row_group_size=ROW_GROUP)
 
 
-def _share(num: int, den: int) -> float | None:
+def share(num: int, den: int) -> float | None:
     return round(num / den, 6) if den else None
+
+
+def run_metadata(
+    results: list[FileResult], offsets: list[int], label: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The run's ``tracekit`` metadata (and its warnings) from the per-file results;
+    a run with neither GPU activity nor ranges is refused."""
+    warnings = [w for r in results for w in r.meta.get("warnings", [])]
+    for r in results:
+        if r.gpu_activities == 0 and r.ranges == 0:
+            raise TracekitError(f"{r.path} holds neither GPU activity nor NVTX/annotation ranges.")
+        if r.gpu_activities == 0:
+            warnings.append(f"{Path(r.path).name}: no GPU activity in the trace; GPU coverage is zero.")
+        elif r.ranges == 0:
+            warnings.append(
+                f"{Path(r.path).name}: no NVTX or annotation ranges; kernels cannot be attributed to phases."
+            )
+    kernel_ns = sum(r.kernel_ns for r in results)
+    gpus: dict[str, str] = {}
+    for r in results:
+        for dev, model in (r.meta.get("gpus") or {}).items():
+            gpus.setdefault(str(dev), model)
+    ranks = sorted({rk + off for r, off in zip(results, offsets, strict=True) for rk in r.ranks})
+    world = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tracekit_version": __version__,
+        "run": label,
+        "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sources": [
+            {
+                "path": r.path,
+                "format": r.format,
+                "profiler": r.meta.get("profiler"),
+                "profiler_version": r.meta.get("profiler_version"),
+                "ranks": [rk + off for rk in r.ranks],
+                "rank_source": r.meta.get("rank_source"),
+                "processes": r.meta.get("processes"),
+                "gpus": r.meta.get("gpus"),
+                "phase_map": r.phase_map["name"],
+                "step_mode": r.step_mode,
+                "rows": r.rows,
+                "kernels": r.kernels,
+            }
+            for r, off in zip(results, offsets, strict=True)
+        ],
+        "gpus": gpus,
+        "ranks": ranks,
+        "world_size": max(world) if world else (len(ranks) or None),
+        "phase_map": results[0].phase_map if results else None,
+        "coverage": {
+            "kernel_ns": kernel_ns,
+            "phase": share(sum(r.phased_ns for r in results), kernel_ns),
+            "op": share(sum(r.op_ns for r in results), kernel_ns),
+        },
+        "rows": sum(r.rows for r in results),
+        "kernels": sum(r.kernels for r in results),
+        "warnings": warnings,
+    }
+    return meta, warnings
 
 
 def ingest(
@@ -299,7 +369,23 @@ def ingest(
         parts = [workdir / f"part-{i:05d}.parquet" for i in range(n)]
         n_jobs = max(1, min(jobs or (os.cpu_count() or 1), n))
         results: list[FileResult] = []
-        if n_jobs == 1:
+        if n == 1:
+            # One input (e.g. one nsys session over all ranks): write the output once,
+            # without a part file to merge.
+            if progress:
+                progress("read", 0, 1, files[0])
+            summary, table = process_file(files[0], phase_map, label)
+            meta, warnings = run_metadata([summary], [0], label)
+            if progress:
+                progress("write", 0, 1, out)
+            schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
+            pq.write_table(
+                table.replace_schema_metadata(schema.metadata), out_tmp,
+                row_group_size=ROW_GROUP, compression="zstd",
+            )
+            del table
+            os.replace(out_tmp, out)
+        elif n_jobs == 1:
             for i, f in enumerate(files):
                 if progress:
                     progress("read", i, n, f)
@@ -313,64 +399,13 @@ def ingest(
                     results.append(fut.result())
                     if progress:
                         progress("done", i, n, files[i])
-        offsets = _rank_offsets(results)
-
-        warnings = [w for r in results for w in r.meta.get("warnings", [])]
-        for r in results:
-            if r.gpu_activities == 0 and r.ranges == 0:
-                raise TracekitError(f"{r.path} holds neither GPU activity nor NVTX/annotation ranges.")
-            if r.gpu_activities == 0:
-                warnings.append(f"{Path(r.path).name}: no GPU activity in the trace; GPU coverage is zero.")
-            elif r.ranges == 0:
-                warnings.append(
-                    f"{Path(r.path).name}: no NVTX or annotation ranges; kernels cannot be attributed to phases."
-                )
-        kernel_ns = sum(r.kernel_ns for r in results)
-        gpus: dict[str, str] = {}
-        for r in results:
-            for dev, model in (r.meta.get("gpus") or {}).items():
-                gpus.setdefault(str(dev), model)
-        ranks = sorted({rk + off for r, off in zip(results, offsets, strict=True) for rk in r.ranks})
-        world = {int(w) for r in results if (w := r.meta.get("world_size")) is not None}
-        meta: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "tracekit_version": __version__,
-            "run": label,
-            "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "sources": [
-                {
-                    "path": r.path,
-                    "format": r.format,
-                    "profiler": r.meta.get("profiler"),
-                    "profiler_version": r.meta.get("profiler_version"),
-                    "ranks": [rk + off for rk in r.ranks],
-                    "rank_source": r.meta.get("rank_source"),
-                    "processes": r.meta.get("processes"),
-                    "gpus": r.meta.get("gpus"),
-                    "phase_map": r.phase_map["name"],
-                    "step_mode": r.step_mode,
-                    "rows": r.rows,
-                    "kernels": r.kernels,
-                }
-                for r, off in zip(results, offsets, strict=True)
-            ],
-            "gpus": gpus,
-            "ranks": ranks,
-            "world_size": max(world) if world else (len(ranks) or None),
-            "phase_map": results[0].phase_map if results else None,
-            "coverage": {
-                "kernel_ns": kernel_ns,
-                "phase": _share(sum(r.phased_ns for r in results), kernel_ns),
-                "op": _share(sum(r.op_ns for r in results), kernel_ns),
-            },
-            "rows": sum(r.rows for r in results),
-            "kernels": sum(r.kernels for r in results),
-            "warnings": warnings,
-        }
-        if progress:
-            progress("write", n - 1, n, out)
-        _merge(results, offsets, out_tmp, meta)
-        os.replace(out_tmp, out)
+        if n > 1:
+            offsets = rank_offsets(results)
+            meta, warnings = run_metadata(results, offsets, label)
+            if progress:
+                progress("write", n - 1, n, out)
+            _merge(results, offsets, out_tmp, meta)
+            os.replace(out_tmp, out)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     seconds = time.perf_counter() - t0
@@ -379,8 +414,8 @@ def ingest(
         run=label,
         rows=meta["rows"],
         kernels=meta["kernels"],
-        ranks=ranks,
-        gpus=gpus,
+        ranks=meta["ranks"],
+        gpus=meta["gpus"],
         coverage_phase=meta["coverage"]["phase"],
         coverage_op=meta["coverage"]["op"],
         seconds=seconds,
