@@ -29,7 +29,14 @@ from tracekit.schema import GPU_KINDS
 _NONE = -1
 # PyTorch's NVTX ranges (emit_nvtx, autograd) carry per-call counters; the operator
 # is the text before them.  The `name` column keeps the full text.
-_CALL_SUFFIX = re.compile(r",\s*(?:seq|op_id|sizes|input_op_ids|stashed seq|stream)\s*=.*$")
+_CALL_SUFFIX = r",\s*(?:seq|op_id|sizes|input_op_ids|stashed seq|stream)\s*=.*$"
+
+
+def base_names(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Range texts without PyTorch's per-call counters, vectorised (RE2 in Arrow):
+    phase maps and operator names work on these, so a trace whose every range text
+    is unique by its ``op_id`` still has few distinct names."""
+    return pc.replace_substring_regex(names, pattern=_CALL_SUFFIX, replacement="")
 
 
 # torch.profiler module frames name the instance ("nn.Module: RMSNorm_57"); the
@@ -38,7 +45,7 @@ _MODULE_INSTANCE = re.compile(r"^(nn\.Module: [A-Za-z_][A-Za-z0-9_]*?)_\d+$")
 
 
 def _clean(name: str) -> str:
-    return _MODULE_INSTANCE.sub(r"\1", _CALL_SUFFIX.sub("", name))
+    return _MODULE_INSTANCE.sub(r"\1", name)
 
 
 @dataclass
@@ -408,8 +415,9 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
         table, cols = _attach_payload_markers(table, is_marker, q_rows, inner, R.row)
         max_depth = len(R.by_level) - 1
         nr = len(R.row)
-        name_id, raw_names = _encode(table.column("name").take(pa.array(R.row)))
-        # The phase map sees the full range text; path and op the cleaned one.
+        name_id, raw_names = _encode(base_names(table.column("name").take(pa.array(R.row))))
+        # The phase map sees the range text (less per-call counters); path and op
+        # also drop module instance numbers.
         full_values = [v if v is not None else "" for v in raw_names] + [""]
         name_values = [_clean(v) for v in full_values]
         name_id = np.where(name_id < 0, len(name_values) - 1, name_id)

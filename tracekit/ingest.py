@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tracekit import __version__
-from tracekit.attribute import attribute
+from tracekit.attribute import attribute, base_names
 from tracekit.classify import classify
 from tracekit.errors import TracekitError
 from tracekit.phasemap import choose
@@ -174,7 +174,9 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     raw = read(path)
     table = raw.table
     kinds = table.column("kind")
-    range_names = pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))).to_pylist()
+    range_names = pc.unique(
+        base_names(pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))))
+    ).to_pylist()
     pm = choose(phase_map, [n for n in range_names if n])
     if "dur_ns" not in table.column_names:
         table = table.append_column(
@@ -188,8 +190,9 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
     table = table.append_column("run", pa.repeat(pa.scalar(run, pa.string()), table.num_rows))
+    # Rows keep the reader's order (grouped by kind); nothing depends on row order,
+    # and a sort would copy every column of the largest table once more.
     table = conform(table)
-    table = table.sort_by([("rank", "ascending"), ("start_ns", "ascending")])
 
     kinds = table.column("kind")
     is_kernel = pc.equal(kinds, "kernel")
