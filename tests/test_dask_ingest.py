@@ -117,3 +117,24 @@ def test_dask_worker_error_reaches_client(cluster, tmp_path: Path) -> None:
 def test_dask_unreachable_scheduler(tmp_path: Path, dlrm: Path) -> None:
     with pytest.raises(TracekitError, match="Could not reach the Dask scheduler"):
         ingest_dask([dlrm], tmp_path / "run", "tcp://127.0.0.1:1", connect_timeout="2s")
+
+
+def test_cli_dask_option(dlrm: Path, tmp_path: Path) -> None:
+    """`tracekit ingest --dask ADDRESS` from a shell, against a running scheduler
+    reachable over TCP on loopback."""
+    import subprocess
+    import sys
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+        host="127.0.0.1", dashboard_address=None,
+    ) as tcp:
+        res = subprocess.run(
+            [sys.executable, "-m", "tracekit", "ingest", str(dlrm), "--dask", tcp.scheduler_address,
+             "-o", str(tmp_path / "parts"), "--run", "dlrm"],
+            capture_output=True, text=True, timeout=300,
+        )
+    assert res.returncode == 0, res.stderr
+    assert "wrote 8 parts" in res.stdout
+    n = duckdb.sql(f"select count(distinct rank) from read_parquet('{tmp_path / 'parts'}/*.parquet')").fetchall()[0][0]
+    assert n == 8

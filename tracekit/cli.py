@@ -40,14 +40,30 @@ def ingest(
     run: Annotated[str | None, typer.Option("--run", help="Run label (default: the first file's stem).")] = None,
     phase_map: Annotated[str, typer.Option("--phase-map", help="Preset (auto, tracekit, lightllm, vllm, sglang, trtllm) or a TOML file.")] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Files ingested in parallel (default: CPU count).")] = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Scheduler address (tcp://host:8786) of an existing Dask cluster: ingest each file on a worker and write a folder of Parquet parts, one per input (-o names the folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest traces into one attributed events table (Parquet).
 
-    Example: tracekit ingest examples/traces/h200_tp2/ -o tp2.parquet
+    Example: tracekit ingest examples/traces/h200_tp2/nsys -o tp2.parquet
     """
     from tracekit.ingest import ingest as do_ingest
     from tracekit.ingest import result_dict
+
+    if dask is not None:
+        from tracekit.dask_ingest import ingest_dask
+
+        out_dir = output or Path(run or "run")
+        dres = ingest_dask(paths, out_dir, dask, run=run, phase_map=phase_map)
+        for w in dres.warnings:
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        out.print(
+            f"wrote {len(dres.parts)} parts to {dres.out}/  run={dres.run}\n"
+            f"  events {dres.rows:,}  kernels {dres.kernels:,}  ranks {len(dres.ranks)}\n"
+            f"  coverage: phase {_pct(dres.coverage_phase)} of GPU kernel time, op {_pct(dres.coverage_op)}\n"
+            f"  {dres.seconds:.2f} s"
+        )
+        return
 
     with Progress(
         TextColumn("[progress.description]{task.description}"),
