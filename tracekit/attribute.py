@@ -191,13 +191,13 @@ def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str | Non
 
 
 def _dict_column(idx: np.ndarray, values: list[str]) -> pa.Array:
-    """A string column from indices into ``values`` (-1 = NULL)."""
+    """A dictionary-encoded string column from indices into ``values`` (-1 = NULL)."""
     mask = idx < 0
     d = pa.DictionaryArray.from_arrays(
         pa.array(np.where(mask, 0, idx).astype(np.int32), mask=mask),
         pa.array(values if values else [""], type=pa.string()),
     )
-    return d.cast(pa.string())
+    return d
 
 
 PAYLOAD_MARKER = "tracekit.payload:"

@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import TracekitError
 from tracekit.ingest import (
-    META_KEY,
     ROW_GROUP,
     FileResult,
+    events_writer,
     expand_inputs,
     ingest_file,
     rank_offsets,
@@ -86,10 +86,9 @@ def _client(address: Any, timeout: str) -> tuple[Any, bool]:
 
 def _finalize(part: str, dest: str, offset: int, meta_json: bytes) -> int:
     """Worker side of pass 2: ranks shifted, schema and metadata stamped, moved into place."""
-    schema = SCHEMA.with_metadata({META_KEY: meta_json})
     tmp = dest + ".tmp"
     rows = 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with events_writer(tmp, SCHEMA, json.loads(meta_json)) as writer:
         for batch in pq.ParquetFile(part).iter_batches(batch_size=ROW_GROUP):
             tbl = pa.Table.from_batches([batch])
             if offset:

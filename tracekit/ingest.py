@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,12 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     table = result.table
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
-    table = table.append_column("run", pa.repeat(pa.scalar(run, pa.string()), table.num_rows))
+    table = table.append_column(
+        "run",
+        pa.DictionaryArray.from_arrays(
+            pa.repeat(pa.scalar(0, pa.int32()), table.num_rows), pa.array([run], pa.string())
+        ),
+    )
     # Rows keep the reader's order (grouped by kind); nothing depends on row order,
     # and a sort would copy every column of the largest table once more.
     table = conform(table)
@@ -224,7 +230,8 @@ def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     """Read, classify and attribute one file; write it to ``part`` (Parquet).  This is
     the unit of work a process pool or a Dask worker runs."""
     summary, table = process_file(path, phase_map, run)
-    pq.write_table(table, part, row_group_size=ROW_GROUP, compression="zstd")
+    with events_writer(part, table.schema, None) as writer:
+        writer.write_table(table, row_group_size=ROW_GROUP)
     summary.part = str(part)
     return summary
 
@@ -256,9 +263,22 @@ def rank_offsets(results: list[FileResult]) -> list[int]:
     return offsets
 
 
+@contextmanager
+def events_writer(
+    path: Path | str, schema: pa.Schema, meta: dict[str, Any] | None
+) -> Iterator[pq.ParquetWriter]:
+    """A Parquet writer for the events table.  String columns may arrive
+    dictionary-encoded; the file stores plain Parquet strings with no Arrow schema
+    attached (``store_schema=False``), so every reader sees the declared types, and
+    the run metadata under the key ``tracekit``."""
+    with pq.ParquetWriter(path, schema, compression="zstd", store_schema=False) as writer:
+        yield writer
+        if meta is not None:
+            writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
+
+
 def _merge(results: list[FileResult], offsets: list[int], out_tmp: Path, meta: dict[str, Any]) -> None:
-    schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
-    with pq.ParquetWriter(out_tmp, schema, compression="zstd") as writer:
+    with events_writer(out_tmp, SCHEMA, meta) as writer:
         for r, off in zip(results, offsets, strict=True):
             pf = pq.ParquetFile(r.part)
             for batch in pf.iter_batches(batch_size=ROW_GROUP):
@@ -381,11 +401,8 @@ def ingest(
             meta, warnings = run_metadata([summary], [0], label)
             if progress:
                 progress("write", 0, 1, out)
-            schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
-            pq.write_table(
-                table.replace_schema_metadata(schema.metadata), out_tmp,
-                row_group_size=ROW_GROUP, compression="zstd",
-            )
+            with events_writer(out_tmp, table.schema, meta) as writer:
+                writer.write_table(table, row_group_size=ROW_GROUP)
             del table
             os.replace(out_tmp, out)
         elif n_jobs == 1:

@@ -79,9 +79,12 @@ def conform(table: pa.Table) -> pa.Table:
     for field in SCHEMA:
         if field.name in table.column_names:
             col = table.column(field.name)
-            if col.type != field.type:
+            # Dictionary-encoded strings stay encoded in memory (paths, operators and
+            # phases repeat); the Parquet file stores them as plain strings.
+            is_dict_str = pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type)
+            if col.type != field.type and not (is_dict_str and pa.types.is_string(field.type)):
                 col = col.cast(field.type)
             cols.append(col)
         else:
             cols.append(pa.nulls(n, field.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
+    return pa.Table.from_arrays(cols, names=SCHEMA.names)
