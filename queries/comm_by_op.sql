@@ -74,14 +74,26 @@ busy AS (
     FROM islands
     GROUP BY run, rank, device, island
 ),
+-- Busy time before t on a device, F(t) = busy time of the islands before the last
+-- island starting at or before t, plus the part of that island before t; a kernel's
+-- covered time is F(end) - F(start): two sort-based ASOF joins, no range join.
+busy_cum AS (
+    SELECT run, rank, device, start_ns, end_ns,
+           COALESCE(SUM(end_ns - start_ns) OVER (
+               PARTITION BY run, rank, device ORDER BY start_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+           ), 0) AS before_ns
+    FROM busy
+),
 covered AS (
     SELECT c.run, c.rank, c.collective, c.seq,
-           SUM(LEAST(c.end_ns, b.end_ns) - GREATEST(c.start_ns, b.start_ns)) AS covered_ns
+           COALESCE(e.before_ns + LEAST(c.end_ns, e.end_ns) - e.start_ns, 0)
+         - COALESCE(s.before_ns + LEAST(c.start_ns, s.end_ns) - s.start_ns, 0) AS covered_ns
     FROM comm c
-    JOIN busy b
-      ON b.run = c.run AND b.rank = c.rank AND b.device = c.device
-     AND b.start_ns < c.end_ns AND b.end_ns > c.start_ns
-    GROUP BY c.run, c.rank, c.collective, c.seq
+    ASOF LEFT JOIN busy_cum s
+      ON s.run = c.run AND s.rank = c.rank AND s.device = c.device AND s.start_ns <= c.start_ns
+    ASOF LEFT JOIN busy_cum e
+      ON e.run = c.run AND e.rank = c.rank AND e.device = c.device AND e.start_ns <= c.end_ns
 ),
 comm_rows AS (
     SELECT c.run, c.rank, c.device, c.stream, c.phase, c.step, c.op, c.collective, c.seq,
