@@ -107,6 +107,22 @@ def test_comm_on_multi_rank_examples(case: tuple[str, str], tmp_path: Path) -> N
             n = int(row["kernels"].sum()) if len(row) else 0
             assert n == pf["all_reduce_executed"], (rank, phase)
     assert (per_rank["unmatched_kernels"] == 0).all()
+    if fmt == "torch":
+        # Message size: the all_reduce'd activation is batch x tokens x hidden bf16
+        # values, as the program was configured (Kineto records it on the kernel).
+        cfg = known[0]["config"]
+        want = {"prefill": cfg["batch"] * cfg["prompt_len"] * cfg["hidden"] * 2}
+        if not cfg["cuda_graph"]:  # graph replays carry no collective args in Kineto
+            want["decode"] = cfg["batch"] * 1 * cfg["hidden"] * 2
+        got_bytes = dict(
+            duckdb.sql(
+                f"select phase, any_value(bytes) from '{out}' where collective = 'AllReduce' "
+                "and phase in ('prefill', 'decode') group by phase having count(distinct bytes) = 1"
+            ).fetchall()
+        )
+        assert got_bytes == want
+        by_phase = comm_table([out], by="phase").set_index("phase")
+        assert (by_phase.loc[list(want), "busbw_gbps"] > 0).all()
     assert (per_rank["transfer_ms"] <= per_rank["total_ms"] + 1e-3).all()
     assert ((per_rank["transfer_ms"] + per_rank["wait_ms"] - per_rank["total_ms"]).abs() <= 2e-3).all()
     # Per collective: the transfer is the shortest of the ranks' durations, measured

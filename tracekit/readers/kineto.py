@@ -51,7 +51,18 @@ PAYLOAD_PREFIX = "tracekit.payload:"
 # The fields read from each event and from its args.  Everything that could be
 # written with another JSON type by some producer is read as text and cast with
 # TRY_CAST: one odd value must not fail the whole file.
-_ARGS = "STRUCT(correlation VARCHAR, device VARCHAR, stream VARCHAR, bytes VARCHAR, name VARCHAR)"
+# Collective kernels carry their message ("In msg nelems", "dtype") in recent torch.
+_ARGS = (
+    "STRUCT(correlation VARCHAR, device VARCHAR, stream VARCHAR, bytes VARCHAR, name VARCHAR, "
+    '"In msg nelems" VARCHAR, dtype VARCHAR)'
+)
+# Bytes per element of torch dtype names as the profiler writes them.
+_DTYPE_BYTES_SQL = """CASE lower(cdtype)
+    WHEN 'bfloat16' THEN 2 WHEN 'half' THEN 2 WHEN 'float16' THEN 2 WHEN 'short' THEN 2
+    WHEN 'float' THEN 4 WHEN 'float32' THEN 4 WHEN 'int' THEN 4 WHEN 'int32' THEN 4
+    WHEN 'double' THEN 8 WHEN 'float64' THEN 8 WHEN 'long' THEN 8 WHEN 'int64' THEN 8
+    WHEN 'byte' THEN 1 WHEN 'char' THEN 1 WHEN 'bool' THEN 1 WHEN 'int8' THEN 1 WHEN 'uint8' THEN 1
+    ELSE CASE WHEN lower(cdtype) LIKE 'float8%' THEN 1 END END"""
 _EVENT = (
     "STRUCT(ph VARCHAR, cat VARCHAR, name VARCHAR, pid VARCHAR, tid VARCHAR, "
     f"ts DOUBLE, dur DOUBLE, id VARCHAR, args {_ARGS})"
@@ -219,7 +230,8 @@ def _load(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         "CREATE TEMP TABLE ev AS SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name, "
         "e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid, "
         "e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm, "
-        "e.args.bytes AS nbytes, e.args.name AS aname "
+        "e.args.bytes AS nbytes, e.args.name AS aname, "
+        'e.args."In msg nelems" AS nelems, e.args.dtype AS cdtype '
         "FROM (SELECT unnest(traceEvents) AS e FROM raw) "
         "WHERE e.ph IN ('X', 'M', 'f')"
     )
@@ -249,14 +261,15 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
                TRY_CAST(corr AS BIGINT) AS correlation,
                TRY_CAST(dev AS INTEGER) AS dev,
                TRY_CAST(strm AS BIGINT) AS strm,
-               TRY_CAST(nbytes AS BIGINT) AS nbytes,
+               coalesce(TRY_CAST(nbytes AS BIGINT),
+                        TRY_CAST(nelems AS BIGINT) * ({_DTYPE_BYTES_SQL})) AS nbytes,
                fid
         FROM (
           SELECT {_KIND_SQL} AS kind, cat, name, cat IN ({_GPU_CATS}) AS is_gpu,
                  TRY_CAST(pid AS BIGINT) AS rpid,
                  TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
                  {_START_NS} AS start_ns, {_END_NS} AS end_ns, ts,
-                 corr, dev, strm, nbytes, NULL AS fid
+                 corr, dev, strm, nbytes, nelems, cdtype, NULL AS fid
           FROM ev WHERE ph = 'X' AND ts IS NOT NULL AND isfinite(ts)
         )
         WHERE kind IS NOT NULL
@@ -329,7 +342,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
           x.kind, x.name, x.start_ns, x.end_ns,
           CASE WHEN x.kind IN ('kernel', 'memcpy', 'memset', 'sync', 'runtime') THEN x.correlation END
             AS correlation,
-          CASE WHEN x.kind IN ('memcpy', 'memset') THEN x.nbytes END AS bytes,
+          CASE WHEN x.kind IN ('memcpy', 'memset', 'kernel') THEN x.nbytes END AS bytes,
           CASE WHEN x.kind = 'range' THEN NOT x.is_gpu END AS nested,
           CASE WHEN x.kind = 'range' AND x.cat = 'python_function' THEN 'nn.Module' END AS domain,
           {payload} AS payload
