@@ -736,6 +736,11 @@ def test_wheel_ships_the_queries(tmp_path: Path) -> None:
     for p in (ROOT / "queries").glob("*.sql"):
         assert f"tracekit/queries/{p.name}" in names
     assert "tracekit/sql.py" in names and "tracekit/shell.py" in names
+    # The other data files the package reads at run time.
+    assert "tracekit/data/gpus.toml" in names
+    for p in (ROOT / "tracekit" / "phasemaps").glob("*.toml"):
+        assert f"tracekit/phasemaps/{p.name}" in names
+    assert "nvtx_ranges/__init__.py" in names and "tracekit/py.typed" in names
 
 
 def test_docs_example_query_file_runs(tmp_path: Path, runs: dict[str, Path]) -> None:
