@@ -42,7 +42,7 @@ DATA = HERE / "data"
 SHARED = ROOT.parent / "shared" / "traces"
 HTA_VENV = HERE / ".venv-hta"
 HTA_54MB = SHARED / "kineto" / "hta" / "df_index_resolver_54MB.json.gz"
-TP4 = ROOT / "examples" / "traces" / "h200_tp4"
+TP4 = ROOT / "examples" / "traces" / "h200_tp4" / "torch"
 NSYS_SRC = SHARED / "nsys" / "mfu_2gpu_before.sqlite"
 
 
@@ -163,7 +163,7 @@ def kineto_inputs(quick: bool, size_mb: float, ranks: int) -> list[tuple[str, Pa
         if not (d / HTA_54MB.name).exists():
             shutil.copyfile(HTA_54MB, d / HTA_54MB.name)
         cases.append(("HTA df_index_resolver 54 MB (1 rank, .gz)", d))
-    tp4 = sorted(TP4.glob("*.json*")) if TP4.is_dir() else []
+    tp4 = sorted(TP4.glob("trace_rank*.json*")) if TP4.is_dir() else []
     if tp4:
         d = DATA / "kineto_h200_tp4"
         d.mkdir(parents=True, exist_ok=True)
