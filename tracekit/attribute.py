@@ -50,11 +50,11 @@ def _clean(name: str) -> str:
 
 @dataclass
 class Attribution:
-    """Per-row results, aligned with the input table (``-1`` / None = not attributed)."""
+    """The input table with the attribution columns filled (payload marker rows
+    dropped), and how steps were numbered."""
 
     table: pa.Table
     step_mode: str  # "step" (step ranges number steps) or "phase" (phase ranges do)
-    max_depth: int
 
 
 def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
@@ -402,7 +402,6 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
     name_values: list[str] = []
     phase_values: list[str] = []
     step_mode = "phase"
-    max_depth = -1
 
     if len(r_rows):
         th_all = _thread_index(
@@ -413,7 +412,6 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
         inner_all = _innermost(R, q_key, q_time, q_thread)
         inner, inner_cap = inner_all[:n_q], inner_all[n_q:]
         table, cols = _attach_payload_markers(table, is_marker, q_rows, inner, R.row)
-        max_depth = len(R.by_level) - 1
         nr = len(R.row)
         name_id, raw_names = _encode(base_names(table.column("name").take(pa.array(R.row))))
         # The phase map sees the range text (less per-call counters); path and op
@@ -557,4 +555,4 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
             table = table.append_column(name, arr)
     if is_marker.any():
         table = table.filter(pa.array(~is_marker))
-    return Attribution(table=table, step_mode=step_mode, max_depth=max_depth)
+    return Attribution(table=table, step_mode=step_mode)

@@ -12,7 +12,6 @@ the union of activity intervals, wall time is the step range on the CPU.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -569,6 +568,3 @@ def _fmt(values: pd.Series, pattern: str) -> pd.Series:
     return pd.Series(np.where(np.isnan(x), "", text), index=values.index)
 
 
-def _js(text: str) -> str:
-    """A JavaScript string literal for a Vega expression."""
-    return json.dumps(text)
