@@ -61,110 +61,320 @@ def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
     return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
-    """Dense index of (pid, tid) pairs (1-D keys: ``np.unique(axis=0)`` is slow)."""
-    _, p = np.unique(pid, return_inverse=True)
-    _, t = np.unique(tid, return_inverse=True)
-    t = t.reshape(-1).astype(np.int64)
-    key = p.reshape(-1).astype(np.int64) * (int(t.max(initial=0)) + 1) + t
-    _, inv = np.unique(key, return_inverse=True)
-    return inv.reshape(-1).astype(np.int64)
+def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, code of each value): a hash pass, not a sort of all rows."""
+    enc = pc.dictionary_encode(pa.array(values, pa.int64()))
+    uniq = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), np.int64)
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    codes = rank[np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)]
+    return uniq[order], codes
+
+
+def _find(sorted_values: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Position of each ``q`` in ``sorted_values``, or -1 where absent."""
+    if len(sorted_values) == 0:
+        return np.full(len(q), _NONE, np.int64)
+    pos = np.clip(np.searchsorted(sorted_values, q), 0, len(sorted_values) - 1)
+    return np.where(sorted_values[pos] == q, pos, _NONE)
+
+
+class Launches:
+    """GPU activity -> its launching API call: (pid, correlation) -> (tid, start).
+
+    When several calls share a correlation (a runtime call and the driver call under
+    it), the earliest, outermost one wins.
+    """
+
+    def __init__(self, pid: np.ndarray, corr: np.ndarray, tid: np.ndarray, start: np.ndarray):
+        ok = corr != _NONE
+        pid, corr, tid, start = pid[ok], corr[ok], tid[ok], start[ok]
+        self.pids, pcode = _dense_codes(pid)
+        self.span = int(corr.max(initial=0)) + 1
+        key = pcode * self.span + corr
+        o = np.lexsort((start, key))
+        key = key[o]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        sel = o[first]
+        self.key, self.tid, self.start = key[first], tid[sel], start[sel]
+
+    def find(self, pid: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(launch tid, launch start) per activity, -1 where no call matches."""
+        p = _find(self.pids, pid)
+        ok = (p >= 0) & (corr >= 0) & (corr < self.span)
+        hit = np.where(ok, _find(self.key, np.where(ok, p * self.span + corr, -1)), _NONE)
+        has = hit >= 0
+        h = np.clip(hit, 0, None)
+        tid = np.where(has, self.tid[h] if len(self.tid) else 0, _NONE)
+        start = np.where(has, self.start[h] if len(self.start) else 0, _NONE)
+        return tid, start
 
 
 @dataclass
-class _Ranges:
-    """Ranges usable as launch stacks, sorted by (thread, start, -end)."""
+class Markers:
+    """nvtx_ranges payload markers: zero-length marks right inside a step range."""
 
-    row: np.ndarray  # row index into the table
-    thread: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    depth: np.ndarray
-    parent: np.ndarray  # index into these arrays, -1 at depth 0
-    key_start: np.ndarray  # combined (thread, dense time) keys
-    key_end_sorted: np.ndarray
-    by_level: list[tuple[np.ndarray, np.ndarray]]  # per depth: (sorted start keys, range idx)
+    pid: np.ndarray
+    tid: np.ndarray
+    time: np.ndarray
+    text: list[str | None]
 
 
-def _dense_keys(thread: np.ndarray, times: np.ndarray, n_threads: int) -> tuple[np.ndarray, int]:
-    """Combine (thread, time) into one sortable int64 that cannot overflow:
-    times are replaced by their rank among all distinct times."""
-    uniq, inv = np.unique(times, return_inverse=True)
-    span = len(uniq) + 1
-    return thread * span + inv.reshape(-1), span
+class RangeIndex:
+    """The ranges usable as launch stacks (nested on a CPU thread, non-empty) of one
+    input, with everything attribution derives from them, compact enough to keep
+    while the input's rows stream past.
 
+    Ranges are given in the caller's order with ascending ``row`` keys (row index or
+    SQLite rowid); internal arrays stay in that order, and the innermost range open
+    at a point is found through keys sorted by (thread, time)."""
 
-def _build_ranges(
-    thread: np.ndarray, start: np.ndarray, end: np.ndarray, rows: np.ndarray, q_thread: np.ndarray,
-    q_time: np.ndarray,
-) -> tuple[_Ranges, np.ndarray]:
-    """Sort the ranges, compute depth and parent; return them with the query keys."""
-    n = len(rows)
-    n_threads = int(max(thread.max(initial=-1), q_thread.max(initial=-1))) + 1
-    all_t = np.concatenate([start, end, q_time])
-    all_th = np.concatenate([thread, thread, q_thread])
-    keys, _ = _dense_keys(all_th, all_t, max(n_threads, 1))
-    k_start, k_end, k_query = keys[:n], keys[n : 2 * n], keys[2 * n :]
+    def __init__(
+        self,
+        row: np.ndarray,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        rank: np.ndarray,
+        name_codes: np.ndarray,
+        name_values: list[str],
+        phase_map: PhaseMap,
+        payload_pos: np.ndarray | None = None,
+        payload_text: list[str | None] | None = None,
+        markers: Markers | None = None,
+    ):
+        n = len(row)
+        self.n = n
+        self.row = row
+        # Threads: dense code per (pid, tid) pair.
+        self.t_pids, pcode = _dense_codes(pid)
+        self.t_tids, tcode = _dense_codes(tid)
+        self.t_pairs, thread = _dense_codes(pcode * (len(self.t_tids) + 1) + tcode)
+        n_threads = max(len(self.t_pairs), 1)
+        # Times -> offsets that keep every comparison between a query point and a
+        # range boundary; combined with the thread into one int64 key.
+        self.t_min = int(start.min(initial=0))
+        t_max = int(end.max(initial=0))
+        self.t_span = t_max - self.t_min + 3
+        self.bounds: np.ndarray | None = None
+        if n_threads * self.t_span >= 2**62:  # huge clock span: rank among boundaries
+            self.bounds = np.unique(np.concatenate([start, end]))
+            self.t_span = len(self.bounds) + 2
+        self.k_start = thread * self.t_span + self._offset(start)
+        self.k_end = thread * self.t_span + self._offset(end)
+        del thread
 
-    order = np.lexsort((-k_end, k_start))  # by start, longer first at equal starts
-    k_start, k_end = k_start[order], k_end[order]
-    rows, thread, start, end = rows[order], thread[order], start[order], end[order]
-    ends_sorted = np.sort(k_end)
-    # Depth = ranges opened before me on my thread minus those closed by my start.
-    # Keys of other threads sort wholly before or after, so the counts cancel.
-    opened_before = np.arange(n)
-    closed_by = np.searchsorted(ends_sorted, k_start, side="right")
-    depth = (opened_before - closed_by).astype(np.int64)
-    # A thread's first range must sit at depth 0: subtract ranges of earlier threads
-    # that are still "open" in key order (none: their ends sort before too).
-    depth = np.maximum(depth, 0)
+        order = np.lexsort((-self.k_end, self.k_start))  # by start, longer first
+        ks = self.k_start[order]
+        self.k_start_sorted = ks
+        self.k_end_sorted = np.sort(self.k_end)
+        # Depth = ranges opened before me on my thread minus those closed by my start
+        # (keys of other threads sort wholly before or after, so the counts cancel).
+        depth_sorted = np.maximum(
+            np.arange(n) - np.searchsorted(self.k_end_sorted, ks, side="right"), 0
+        )
+        self.depth = np.empty(n, np.int32)
+        self.depth[order] = depth_sorted
+        # Per depth, the ranges' start keys (sorted) and their positions.
+        self.levels: list[tuple[np.ndarray, np.ndarray]] = []
+        self.parent = np.full(n, _NONE, np.int64)
+        for d in range(int(depth_sorted.max(initial=-1)) + 1):
+            sel = np.flatnonzero(depth_sorted == d)
+            keys, pos = ks[sel], order[sel]
+            self.levels.append((keys, pos))
+            if d == 0:
+                continue
+            p_keys, p_pos = self.levels[d - 1]
+            at = np.searchsorted(p_keys, keys, side="right") - 1
+            cand = np.where(at >= 0, p_pos[np.clip(at, 0, None)], _NONE)
+            c = np.clip(cand, 0, None)
+            same = (cand >= 0) & (self.k_start[c] // self.t_span == keys // self.t_span)
+            self.parent[pos] = np.where(same, cand, _NONE)
+        del order, depth_sorted
+        self._derive(rank, name_codes, name_values, phase_map, payload_pos, payload_text, markers)
 
-    parent = np.full(n, _NONE, dtype=np.int64)
-    by_level: list[tuple[np.ndarray, np.ndarray]] = []
-    max_depth = int(depth.max(initial=-1))
-    for d in range(max_depth + 1):
-        idx = np.flatnonzero(depth == d)
-        by_level.append((k_start[idx], idx))
-        if d == 0:
-            continue
-        child = idx
-        p_keys, p_idx = by_level[d - 1]
-        pos = np.searchsorted(p_keys, k_start[child], side="right") - 1
-        ok = pos >= 0
-        cand = np.where(ok, p_idx[np.clip(pos, 0, None)], _NONE)
-        ok &= cand >= 0
-        ok &= np.where(ok, thread[np.clip(cand, 0, None)] == thread[child], False)
-        parent[child] = np.where(ok, cand, _NONE)
-    return (
-        _Ranges(rows, thread, start, end, depth, parent, k_start, ends_sorted, by_level),
-        k_query,
-    )
+    # ------------------------------------------------------------------ lookups
 
+    def _offset(self, t: np.ndarray) -> np.ndarray:
+        if self.bounds is not None:
+            return np.searchsorted(self.bounds, t, side="right") + 1
+        return np.clip(t - self.t_min + 1, 0, self.t_span - 1)
 
-def _innermost(r: _Ranges, q_key: np.ndarray, q_time: np.ndarray, q_thread: np.ndarray) -> np.ndarray:
-    """Index (into r) of the innermost range open at each query point, or -1."""
-    n_open = np.searchsorted(r.key_start, q_key, side="right") - np.searchsorted(
-        r.key_end_sorted, q_key, side="right"
-    )
-    out = np.full(len(q_key), _NONE, dtype=np.int64)
-    level = n_open - 1
-    for d in range(len(r.by_level)):
-        sel = np.flatnonzero(level == d)
-        if len(sel) == 0:
-            continue
-        keys, idx = r.by_level[d]
-        pos = np.searchsorted(keys, q_key[sel], side="right") - 1
-        out[sel] = np.where(pos >= 0, idx[np.clip(pos, 0, None)], _NONE)
-    # Defensive against improperly nested input: climb while the candidate does not
-    # contain the point (or sits on another thread).
-    for _ in range(len(r.by_level)):
-        has = out >= 0
-        c = np.clip(out, 0, None)
-        bad = has & ((r.end[c] <= q_time) | (r.start[c] > q_time) | (r.thread[c] != q_thread))
-        if not bad.any():
-            break
-        out[bad] = r.parent[c[bad]]
-    return out
+    def thread_of(self, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+        p, t = _find(self.t_pids, pid), _find(self.t_tids, tid)
+        ok = (p >= 0) & (t >= 0)
+        th = _find(self.t_pairs, np.where(ok, p * (len(self.t_tids) + 1) + t, -1))
+        return np.where(ok, th, _NONE)
+
+    def lookup(self, pid: np.ndarray, tid: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """Position of the innermost range open on thread (pid, tid) at ``time``
+        (start <= time < end), or -1."""
+        out = np.full(len(pid), _NONE, np.int64)
+        if self.n == 0 or len(pid) == 0:
+            return out
+        th = self.thread_of(pid, tid)
+        known = np.flatnonzero(th >= 0)
+        if not len(known):
+            return out
+        q = th[known] * self.t_span + self._offset(time[known])
+        level = (
+            np.searchsorted(self.k_start_sorted, q, side="right")
+            - np.searchsorted(self.k_end_sorted, q, side="right")
+            - 1
+        )
+        res = np.full(len(q), _NONE, np.int64)
+        for d, (keys, pos) in enumerate(self.levels):
+            sel = np.flatnonzero(level == d)
+            if not len(sel):
+                continue
+            at = np.searchsorted(keys, q[sel], side="right") - 1
+            res[sel] = np.where(at >= 0, pos[np.clip(at, 0, None)], _NONE)
+        # Improperly nested input: climb while the candidate does not contain the point.
+        for _ in range(len(self.levels)):
+            c = np.clip(res, 0, None)
+            bad = (res >= 0) & ((self.k_start[c] > q) | (self.k_end[c] <= q))
+            if not bad.any():
+                break
+            res[bad] = self.parent[c[bad]]
+        out[known] = res
+        return out
+
+    def position_of(self, row: np.ndarray) -> np.ndarray:
+        """Position of each caller row key among the indexed ranges, or -1."""
+        return _find(self.row, row)
+
+    # ------------------------------------------------------------------ derived
+
+    def _derive(
+        self,
+        rank: np.ndarray,
+        name_codes: np.ndarray,
+        raw_names: list[str],
+        phase_map: PhaseMap,
+        payload_pos: np.ndarray | None,
+        payload_text: list[str | None] | None,
+        markers: Markers | None,
+    ) -> None:
+        n = self.n
+        # The phase map sees the range text (less per-call counters); path and op
+        # also drop module instance numbers.  Facts are computed per distinct name.
+        full_values = [v if v is not None else "" for v in raw_names] + [""]
+        self.name_values = [_clean(v) for v in full_values]
+        name_id = np.where(name_codes < 0, len(full_values) - 1, name_codes).astype(np.int64)
+        d_phase = [phase_map.phase_of(v) for v in full_values]
+        self.phase_values = sorted({p for p in d_phase if p is not None})
+        d_phase_id = np.array(
+            [self.phase_values.index(p) if p else _NONE for p in d_phase], np.int64
+        )
+        d_step = _per_distinct(full_values, phase_map.is_step, bool)
+        d_layer = _per_distinct(
+            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int64
+        )
+        d_skip = _per_distinct(full_values, phase_map.is_skip, bool)
+        r_phase_id = d_phase_id[name_id]
+        r_is_phase = r_phase_id >= 0
+        r_is_step = d_step[name_id]
+        r_layer = d_layer[name_id]
+        r_is_layer = r_layer != -2
+        eligible = ~(r_is_phase | r_is_step | r_is_layer | d_skip[name_id])
+
+        # Inherit down the tree, one nesting level at a time (top-down).  Paths are
+        # interned: a path id per distinct (parent path, name) pair.
+        ar = np.arange(n)
+        self.path_values: list[str] = []
+        path_id = np.full(n, _NONE, np.int64)
+        ph = np.where(r_is_phase, ar, _NONE)
+        st = np.where(r_is_step, ar, _NONE)
+        op = np.where(eligible, ar, _NONE)
+        ly = np.where(r_is_layer, r_layer, _NONE)
+        del eligible, r_layer, r_is_layer
+        nn = len(self.name_values) + 1
+        for d, (_, idx) in enumerate(self.levels):
+            par = self.parent[idx]
+            parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE)
+            ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
+            base = len(self.path_values)
+            for pp, nm in zip((ukey // nn - 1).tolist(), (ukey % nn).tolist(), strict=True):
+                leaf = self.name_values[nm]
+                self.path_values.append(leaf if pp < 0 else f"{self.path_values[pp]}/{leaf}")
+            path_id[idx] = base + inv.reshape(-1)
+            if d == 0:
+                continue
+            has = par >= 0
+            c, p = idx[has], par[has]
+            ph[c] = np.where(ph[c] >= 0, ph[c], ph[p])
+            st[c] = np.where(st[c] >= 0, st[c], st[p])
+            # An op never leaks from above the phase range into it.
+            op[c] = np.where(op[c] >= 0, op[c], np.where(r_is_phase[c], _NONE, op[p]))
+            ly[c] = np.where(ly[c] >= 0, ly[c], ly[p])
+
+        # Payloads: the ranges' own, overridden by nvtx_ranges markers inside them.
+        payload: dict[int, str] = {}
+        if payload_pos is not None and payload_text is not None:
+            payload = {
+                int(p): t for p, t in zip(payload_pos.tolist(), payload_text, strict=True) if t
+            }
+        self.marker_payload: dict[int, str] = {}
+        if markers is not None and len(markers.pid):
+            inner = self.lookup(markers.pid, markers.tid, markers.time)
+            for r, text in zip(inner.tolist(), markers.text, strict=True):
+                if r >= 0:  # one marker per range: the last one wins
+                    self.marker_payload[r] = _marker_json(text or "")
+            payload.update(self.marker_payload)
+
+        # Steps are numbered by step ranges when the trace has any inside or around
+        # a phase range; otherwise by the phase ranges themselves.
+        around_phase = np.zeros(n, bool)
+        around_phase[st[(ph >= 0) & (st >= 0)]] = True
+        step_like = r_is_step & ((ph >= 0) | around_phase)
+        if step_like.any():
+            self.step_mode = "step"
+            defining = st
+        else:
+            step_like = r_is_phase
+            self.step_mode = "phase"
+            defining = ph
+        del st, around_phase
+        sd = np.flatnonzero(step_like)
+        sd_rank = rank[sd]
+        o = np.lexsort((self.k_start[sd] % self.t_span, sd_rank))  # by rank, then time
+        sd_sorted, rk = sd[o], sd_rank[o]
+        newgrp = np.ones(len(rk), bool)
+        newgrp[1:] = rk[1:] != rk[:-1]
+        grp_first = np.maximum.accumulate(np.where(newgrp, np.arange(len(rk)), 0))
+        step_no = np.full(n, _NONE, np.int64)
+        step_no[sd_sorted] = np.arange(len(rk)) - grp_first
+        dc = np.clip(defining, 0, None)
+        has_def = defining >= 0
+        # Batch size and tokens from the payload of the step-defining range, kept per
+        # step-defining range (few) and reached through it.
+        self.sd_batch = np.full(len(sd) + 1, np.nan)
+        self.sd_tokens = np.full(len(sd) + 1, np.nan)
+        for i, r in enumerate(sd.tolist()):
+            text = payload.get(r)
+            if text:
+                self.sd_batch[i] = _payload_number(text, "batch_size")
+                self.sd_tokens[i] = _payload_number(text, "tokens")
+        sd_of = np.full(n, len(sd), np.int64)
+        sd_of[sd] = np.arange(len(sd))
+        self.defining_sd = np.where(has_def, sd_of[dc], len(sd)).astype(np.int32)
+        self.step = np.where(has_def, step_no[dc], _NONE).astype(np.int32)
+        del step_no, sd_of
+        self.path = path_id.astype(np.int32)
+        self.op = np.where(op >= 0, name_id[np.clip(op, 0, None)], _NONE).astype(np.int32)
+        self.phase = np.where(ph >= 0, r_phase_id[np.clip(ph, 0, None)], _NONE).astype(np.int16)
+        self.layer = ly.astype(np.int32)
+        self._dicts: dict[str, pa.Array] = {}
+
+    def dictionary(self, which: str) -> pa.Array:
+        """The dictionary of the ``path``, ``op`` or ``phase`` codes, built once."""
+        if which not in self._dicts:
+            values = {"path": self.path_values, "op": self.name_values, "phase": self.phase_values}[which]
+            self._dicts[which] = pa.array(values if values else [""], pa.string())
+        return self._dicts[which]
 
 
 def _per_distinct(dict_values: list[str], fn: Any, dtype: Any) -> np.ndarray:
@@ -190,14 +400,12 @@ def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str | Non
     return idx, enc.dictionary.to_pylist()
 
 
-def _dict_column(idx: np.ndarray, values: list[str]) -> pa.Array:
-    """A dictionary-encoded string column from indices into ``values`` (-1 = NULL)."""
+def _dict_column(idx: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    """A dictionary-encoded string column from codes into ``dictionary`` (-1 = NULL)."""
     mask = idx < 0
-    d = pa.DictionaryArray.from_arrays(
-        pa.array(np.where(mask, 0, idx).astype(np.int32), mask=mask),
-        pa.array(values if values else [""], type=pa.string()),
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.where(mask, 0, idx).astype(np.int32), mask=mask), dictionary
     )
-    return d
 
 
 PAYLOAD_MARKER = "tracekit.payload:"
@@ -221,104 +429,165 @@ def _marker_json(text: str) -> str:
     return json.dumps(out)
 
 
-def _attach_payload_markers(
-    table: pa.Table, is_marker: np.ndarray, q_rows: np.ndarray, inner: np.ndarray, range_rows: np.ndarray
-) -> tuple[pa.Table, list[str]]:
-    """Set ``payload`` of the range enclosing each payload marker (marker rows are
-    query points, so ``inner`` already names that range)."""
-    sel = is_marker[q_rows] & (inner >= 0)
-    if not sel.any():
-        return table, table.column_names
-    target = range_rows[inner[sel]]
-    texts = table.column("name").take(pa.array(q_rows[sel]))
-    idx, distinct = _encode(texts)
-    as_json = np.array([_marker_json(t or "") for t in distinct], dtype=object)
-    order = np.argsort(target, kind="stable")
-    target, values = target[order], as_json[idx[order]]
-    # One marker per range: the last one wins.
-    last = np.ones(len(target), bool)
-    last[:-1] = target[1:] != target[:-1]
-    target, values = target[last], values[last]
-    mask = np.zeros(table.num_rows, bool)
-    mask[target] = True
-    current = (
-        table.column("payload").combine_chunks().cast(pa.string())
-        if "payload" in table.column_names
-        else pa.nulls(table.num_rows, pa.string())
-    )
-    new = pc.replace_with_mask(current, pa.array(mask), pa.array(list(values), pa.string()))
-    if "payload" in table.column_names:
-        table = table.set_column(table.column_names.index("payload"), "payload", new)
-    else:
-        table = table.append_column("payload", new)
-    return table, table.column_names
-
-
-def _kind_mask(col: pa.ChunkedArray, kinds: tuple[str, ...]) -> np.ndarray:
+def _kind_mask(col: pa.ChunkedArray | pa.Array, kinds: tuple[str, ...]) -> np.ndarray:
     m = pc.is_in(col, value_set=pa.array(list(kinds)))
     return np.asarray(pc.fill_null(m, False).to_numpy(zero_copy_only=False), bool)
 
 
-@dataclass
-class _CapturePoints:
-    """Where the nodes of replayed CUDA graphs were captured, one point per node."""
+class CaptureOps:
+    """Operator and layer open where each replayed CUDA graph node was captured.
 
-    rows: np.ndarray  # GPU rows replayed from a graph
-    node_of_row: np.ndarray  # index into the points (-1: capture unknown)
-    pid: np.ndarray
-    tid: np.ndarray
-    time: np.ndarray
+    Each (pid, graph node) of a replayed kernel is followed back to the node that was
+    captured (instantiation clones it: ``original_graph_node_id``), whose creation
+    event gives the capturing thread and time; the range index gives the stack there.
+    Joins run per distinct node, never per kernel."""
+
+    def __init__(self, pid: np.ndarray, node: np.ndarray, graph_nodes: pa.Table, index: RangeIndex):
+        import pandas as pd
+
+        nodes = pd.DataFrame({"pid": pid, "node": node}).drop_duplicates()
+        nodes = nodes.sort_values(["pid", "node"]).reset_index(drop=True)
+        # A node id can have two creation events (e.g. the executable graph's node is
+        # recorded once bare, once as a clone): keep the one that names its original.
+        ev = graph_nodes.to_pandas().sort_values(
+            "original_graph_node_id", na_position="last", kind="stable"
+        ).drop_duplicates(["pid", "graph_node_id"])
+        ev = ev.set_index(["pid", "graph_node_id"])
+        look = nodes["node"].to_numpy(np.float64)
+        for _ in range(4):  # clone of a clone is possible; chains are short
+            idx = pd.MultiIndex.from_arrays([nodes["pid"], look])
+            orig = ev["original_graph_node_id"].reindex(idx).to_numpy(np.float64)
+            follow = ~np.isnan(orig) & (orig != look)
+            if not follow.any():
+                break
+            look = np.where(follow, orig, look)
+        hit = ev.reindex(pd.MultiIndex.from_arrays([nodes["pid"], look]))
+        ok = hit["tid"].notna().to_numpy()
+        r = np.full(len(nodes), _NONE, np.int64)
+        r[ok] = index.lookup(
+            nodes["pid"].to_numpy(np.int64)[ok],
+            hit["tid"].to_numpy()[ok].astype(np.int64),
+            hit["start_ns"].to_numpy()[ok].astype(np.int64),
+        )
+        has = r >= 0
+        rc = np.clip(r, 0, None)
+        self.pids, pcode = _dense_codes(nodes["pid"].to_numpy(np.int64))
+        self.span = int(nodes["node"].max()) + 1 if len(nodes) else 1
+        self.key = pcode * self.span + nodes["node"].to_numpy(np.int64)  # sorted
+        self.op = np.where(has, index.op[rc], _NONE)
+        self.layer = np.where(has, index.layer[rc], _NONE)
+
+    def find(self, pid: np.ndarray, node: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = _find(self.pids, pid)
+        ok = (p >= 0) & (node >= 0) & (node < self.span)
+        hit = np.where(ok, _find(self.key, np.where(ok, p * self.span + node, -1)), _NONE)
+        h = np.clip(hit, 0, None)
+        return (
+            np.where(hit >= 0, self.op[h], _NONE) if len(self.op) else hit,
+            np.where(hit >= 0, self.layer[h], _NONE) if len(self.layer) else hit,
+        )
 
 
-def _capture_points(table: pa.Table, graph_nodes: pa.Table | None, is_gpu: np.ndarray) -> _CapturePoints | None:
-    """Follow each replayed kernel's graph node back to the node that was captured
-    (instantiation clones it: ``original_graph_node_id``) and take that creation's
-    thread and time.  Joins run per distinct node, never per kernel."""
-    if graph_nodes is None or graph_nodes.num_rows == 0 or "graph_node_id" not in table.column_names:
-        return None
-    import pandas as pd
+def label(
+    index: RangeIndex | None,
+    launches: Launches | None,
+    capture: CaptureOps | None,
+    *,
+    kind: pa.Array | pa.ChunkedArray,
+    pid: np.ndarray,
+    tid: np.ndarray,
+    start: np.ndarray,
+    corr: np.ndarray,
+    range_pos: np.ndarray,
+    graph_node: np.ndarray | None = None,
+) -> dict[str, pa.Array]:
+    """The attribution columns for a batch of rows.
 
-    gid = _np(table.column("graph_node_id"), _NONE)
-    rows = np.flatnonzero(is_gpu & (gid != _NONE))
-    if not len(rows):
-        return None
-    k = pd.DataFrame({"pid": _np(table.column("pid"), 0)[rows], "node": gid[rows]})
-    nodes = k.drop_duplicates().reset_index(drop=True)
-    # A node id can have two creation events (e.g. the executable graph's node is
-    # recorded once bare, once as a clone): keep the one that names its original.
-    ev = graph_nodes.to_pandas().sort_values(
-        "original_graph_node_id", na_position="last", kind="stable"
-    ).drop_duplicates(["pid", "graph_node_id"])
-    ev = ev.set_index(["pid", "graph_node_id"])
-    look = nodes["node"].to_numpy(np.float64)
-    for _ in range(4):  # clone of a clone is possible; chains are short
-        idx = pd.MultiIndex.from_arrays([nodes["pid"], look])
-        orig = ev["original_graph_node_id"].reindex(idx).to_numpy(np.float64)
-        follow = ~np.isnan(orig) & (orig != look)
-        if not follow.any():
-            break
-        look = np.where(follow, orig, look)
-    hit = ev.reindex(pd.MultiIndex.from_arrays([nodes["pid"], look]))
-    ok = hit["tid"].notna().to_numpy()
-    point = np.full(len(nodes), _NONE, np.int64)
-    point[ok] = np.arange(int(ok.sum()))
-    node_no = k.merge(nodes.reset_index(), on=["pid", "node"], how="left")["index"].to_numpy()
-    return _CapturePoints(
-        rows=rows,
-        node_of_row=point[node_no],
-        pid=nodes["pid"].to_numpy(np.int64)[ok],
-        tid=hit["tid"].to_numpy()[ok].astype(np.int64),
-        time=hit["start_ns"].to_numpy()[ok].astype(np.int64),
-    )
+    GPU activities are labelled through their launching call (``launches``); rows
+    that are indexed ranges (``range_pos`` >= 0) carry their own stack; every other
+    row on a CPU thread is labelled by the stack of its thread at its start.
+    """
+    n = len(pid)
+    is_gpu = _kind_mask(kind, GPU_KINDS)
+    launch_tid = np.full(n, _NONE, np.int64)
+    launch_ns = np.full(n, _NONE, np.int64)
+    g = np.flatnonzero(is_gpu & (corr != _NONE))
+    if launches is not None and len(g):
+        launch_tid[g], launch_ns[g] = launches.find(pid[g], corr[g])
+    pos = np.full(n, _NONE, np.int64)
+    if index is not None and index.n:
+        own = range_pos >= 0
+        pos[own] = range_pos[own]
+        q = np.flatnonzero(~own & np.where(is_gpu, launch_tid != _NONE, tid != _NONE))
+        qg = is_gpu[q]
+        pos[q] = index.lookup(
+            pid[q], np.where(qg, launch_tid[q], tid[q]), np.where(qg, launch_ns[q], start[q])
+        )
+    has = pos >= 0
+    pc_ = np.clip(pos, 0, None)
+
+    def take(a: np.ndarray | None) -> np.ndarray:
+        if a is None or not len(a):
+            return np.full(n, _NONE, np.int64)
+        return np.where(has, a[pc_], _NONE).astype(np.int64)
+
+    if index is not None and index.n:
+        path, op, phase = take(index.path), take(index.op), take(index.phase)
+        step, layer = take(index.step), take(index.layer)
+        sd = np.where(has, index.defining_sd[pc_], len(index.sd_batch) - 1)
+        batch, tokens = index.sd_batch[sd], index.sd_tokens[sd]
+        depth = np.where(range_pos >= 0, index.depth[np.clip(range_pos, 0, None)], _NONE)
+        if capture is not None and graph_node is not None:
+            # The operator (and layer) open when the node was captured wins over the
+            # launch stack, which holds only the cudaGraphLaunch; phase and step stay
+            # those of the launch.
+            gsel = np.flatnonzero(is_gpu & (graph_node != _NONE))
+            if len(gsel):
+                cop, cly = capture.find(pid[gsel], graph_node[gsel])
+                op[gsel] = np.where(cop >= 0, cop, op[gsel])
+                layer[gsel] = np.where(cly >= 0, cly, layer[gsel])
+        dicts = {k: index.dictionary(k) for k in ("path", "op", "phase")}
+    else:
+        path = op = phase = step = layer = depth = np.full(n, _NONE, np.int64)
+        batch = tokens = np.full(n, np.nan)
+        dicts = {k: pa.array([""], pa.string()) for k in ("path", "op", "phase")}
+
+    def int_arr(a: np.ndarray, t: pa.DataType) -> pa.Array:
+        return pa.array(a, type=t, mask=a == _NONE)
+
+    def float_int_arr(a: np.ndarray) -> pa.Array:
+        m = np.isnan(a)
+        return pa.array(np.where(m, 0, a).astype(np.int64), type=pa.int64(), mask=m)
+
+    return {
+        "depth": int_arr(depth, pa.int32()),
+        "path": _dict_column(path, dicts["path"]),
+        "op": _dict_column(op, dicts["op"]),
+        "phase": _dict_column(phase, dicts["phase"]),
+        "step": int_arr(step, pa.int32()),
+        "layer": int_arr(layer, pa.int32()),
+        "batch_size": float_int_arr(batch),
+        "tokens": float_int_arr(tokens),
+        "launch_tid": int_arr(launch_tid, pa.int64()),
+        "launch_ns": int_arr(launch_ns, pa.int64()),
+    }
+
+
+def range_names(names: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Range texts as (codes, distinct base names) for :class:`RangeIndex`."""
+    codes, values = _encode(base_names(names))
+    return codes, [v if v is not None else "" for v in values]
 
 
 def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None = None) -> Attribution:
     """Fill ``depth``, ``path``, ``op``, ``phase``, ``step``, ``layer``,
-    ``batch_size``, ``tokens``, ``launch_tid`` and ``launch_ns`` on ``table``.
+    ``batch_size``, ``tokens``, ``launch_tid`` and ``launch_ns`` on a whole table.
 
     GPU activities are attributed through their launching call; CPU events
     (runtime calls, ranges, operators) through their own thread at their start.
-    Worked examples on real traces: tests/test_attribute.py.
+    Nsight inputs stream through the same pieces (:class:`RangeIndex`,
+    :class:`Launches`, :func:`label`) batch by batch.  Worked examples on real
+    traces: tests/test_attribute.py.
     """
     n = table.num_rows
     cols = table.column_names
@@ -335,11 +604,11 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
         if "nested" in cols
         else np.ones(n, bool)
     )
-    is_gpu = _kind_mask(kcol, GPU_KINDS)
+    is_range_kind = _kind_mask(kcol, ("range",))
     # nvtx_ranges payload markers (zero-length, right inside a step range): attached
     # to the range around them as JSON, then dropped.
     is_marker = (
-        _kind_mask(kcol, ("range",))
+        is_range_kind
         & np.asarray(
             pc.fill_null(pc.starts_with(table.column("name"), PAYLOAD_MARKER), False).to_numpy(
                 zero_copy_only=False
@@ -350,209 +619,71 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
     )
     is_runtime = _kind_mask(kcol, ("runtime",))
     # Ranges usable as a launch stack: nested on a CPU thread, non-empty.
-    is_range = _kind_mask(kcol, ("range",)) & nested & (tid != _NONE) & (device == _NONE) & (end > start)
+    is_range = is_range_kind & nested & (tid != _NONE) & (device == _NONE) & (end > start)
 
-    # 1) GPU activity -> launching call (same pid, same correlation).
-    launch_tid = np.full(n, _NONE, np.int64)
-    launch_ns = np.full(n, _NONE, np.int64)
-    rt = np.flatnonzero(is_runtime & (corr != _NONE))
-    g = np.flatnonzero(is_gpu & (corr != _NONE))
-    if len(rt) and len(g):
-        # Earliest call per (pid, correlation): the outermost API when several share it.
-        o = np.lexsort((start[rt], corr[rt], pid[rt]))
-        rs = rt[o]
-        k0, k1 = pid[rs], corr[rs]
-        first = np.ones(len(rs), bool)
-        first[1:] = (k0[1:] != k0[:-1]) | (k1[1:] != k1[:-1])
-        rs = rs[first]
-        _, pid_code = np.unique(np.concatenate([pid[rs], pid[g]]), return_inverse=True)
-        span = int(max(corr[rs].max(initial=0), corr[g].max(initial=0))) + 1
-        rk = pid_code[: len(rs)] * span + corr[rs]  # sorted: (pid, corr) order kept
-        gk = pid_code[len(rs) :] * span + corr[g]
-        pos = np.clip(np.searchsorted(rk, gk), 0, len(rk) - 1)
-        hit = rk[pos] == gk
-        src = rs[pos[hit]]
-        launch_tid[g[hit]] = tid[src]
-        launch_ns[g[hit]] = start[src]
-
-    # 2) Query points: CPU events at their own start; GPU activities at their launch.
-    q_rows = np.flatnonzero(((tid != _NONE) & ~is_gpu & ~is_range) | (launch_tid != _NONE))
-    q_pid = pid[q_rows]
-    q_tid = np.where(is_gpu[q_rows], launch_tid[q_rows], tid[q_rows])
-    q_time = np.where(is_gpu[q_rows], launch_ns[q_rows], start[q_rows])
-
-    # CUDA graph replays: also ask for the stack where each node was captured.
-    cap = _capture_points(table, graph_nodes, is_gpu)
-    n_q = len(q_rows)
-    if cap is not None:
-        q_pid = np.concatenate([q_pid, cap.pid])
-        q_tid = np.concatenate([q_tid, cap.tid])
-        q_time = np.concatenate([q_time, cap.time])
+    rt = np.flatnonzero(is_runtime)
+    launches = Launches(pid[rt], corr[rt], tid[rt], start[rt]) if len(rt) else None
 
     r_rows = np.flatnonzero(is_range)
-    depth_col = np.full(n, _NONE, np.int64)
-    path_col = np.full(n, _NONE, np.int64)  # index into path_values
-    op_col = np.full(n, _NONE, np.int64)  # index into name_values
-    phase_col = np.full(n, _NONE, np.int64)  # index into phase_values
-    step_col = np.full(n, _NONE, np.int64)
-    layer_col = np.full(n, _NONE, np.int64)
-    batch_col = np.full(n, np.nan)
-    tokens_col = np.full(n, np.nan)
-    path_values: list[str] = []
-    name_values: list[str] = []
-    phase_values: list[str] = []
-    step_mode = "phase"
-
+    index: RangeIndex | None = None
+    capture: CaptureOps | None = None
+    range_pos = np.full(n, _NONE, np.int64)
     if len(r_rows):
-        th_all = _thread_index(
-            np.concatenate([pid[r_rows], q_pid]), np.concatenate([tid[r_rows], q_tid])
-        )
-        r_thread, q_thread = th_all[: len(r_rows)], th_all[len(r_rows) :]
-        R, q_key = _build_ranges(r_thread, start[r_rows], end[r_rows], r_rows, q_thread, q_time)
-        inner_all = _innermost(R, q_key, q_time, q_thread)
-        inner, inner_cap = inner_all[:n_q], inner_all[n_q:]
-        table, cols = _attach_payload_markers(table, is_marker, q_rows, inner, R.row)
-        nr = len(R.row)
-        name_id, raw_names = _encode(base_names(table.column("name").take(pa.array(R.row))))
-        # The phase map sees the range text (less per-call counters); path and op
-        # also drop module instance numbers.
-        full_values = [v if v is not None else "" for v in raw_names] + [""]
-        name_values = [_clean(v) for v in full_values]
-        name_id = np.where(name_id < 0, len(name_values) - 1, name_id)
-
-        # Per-range facts from the phase map, computed once per distinct name.
-        d_phase = [phase_map.phase_of(v) for v in full_values]
-        phase_values = sorted({p for p in d_phase if p is not None})
-        d_phase_id = np.array([phase_values.index(p) if p else _NONE for p in d_phase], np.int64)
-        d_step = _per_distinct(full_values, phase_map.is_step, bool)
-        d_layer = _per_distinct(
-            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int64
-        )
-        d_skip = _per_distinct(full_values, phase_map.is_skip, bool)
-        r_phase_id = d_phase_id[name_id]
-        r_is_phase = r_phase_id >= 0
-        r_is_step = d_step[name_id]
-        r_layer = d_layer[name_id]
-        r_is_layer = r_layer != -2
-        eligible = ~(r_is_phase | r_is_step | r_is_layer | d_skip[name_id])
-
-        # Inherit down the tree, one nesting level at a time (top-down).  Paths are
-        # interned: a path id per distinct (parent path, name) pair.
-        ar = np.arange(nr)
-        path_id = np.full(nr, _NONE, np.int64)
-        ph = np.where(r_is_phase, ar, _NONE)
-        st = np.where(r_is_step, ar, _NONE)
-        op = np.where(eligible, ar, _NONE)
-        ly = np.where(r_is_layer, r_layer, _NONE)
-        for d in range(len(R.by_level)):
-            idx = R.by_level[d][1]
-            par = R.parent[idx]
-            parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE)
-            nn = len(name_values) + 1
-            ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
-            base = len(path_values)
-            # One iteration per distinct path, not per range.
-            for pp, nm in zip((ukey // nn - 1).tolist(), (ukey % nn).tolist(), strict=True):
-                leaf = name_values[nm]
-                path_values.append(leaf if pp < 0 else f"{path_values[pp]}/{leaf}")
-            path_id[idx] = base + inv.reshape(-1)
-            if d == 0:
-                continue
-            has = par >= 0
-            c, p = idx[has], par[has]
-            ph[c] = np.where(ph[c] >= 0, ph[c], ph[p])
-            st[c] = np.where(st[c] >= 0, st[c], st[p])
-            # An op never leaks from above the phase range into it.
-            op[c] = np.where(op[c] >= 0, op[c], np.where(r_is_phase[c], _NONE, op[p]))
-            ly[c] = np.where(ly[c] >= 0, ly[c], ly[p])
-
-        # Steps are numbered by step ranges when the trace has any inside or around
-        # a phase range; otherwise by the phase ranges themselves.
-        around_phase = np.zeros(nr, bool)
-        around_phase[st[(ph >= 0) & (st >= 0)]] = True
-        step_like = r_is_step & ((ph >= 0) | around_phase)
-        if step_like.any():
-            step_mode = "step"
-            defining = st
-        else:
-            step_like = r_is_phase
-            defining = ph
-        sd = np.flatnonzero(step_like)
-        sd_rank = rank[R.row[sd]]
-        o = np.lexsort((R.start[sd], sd_rank))
-        sd_sorted, rk = sd[o], sd_rank[o]
-        newgrp = np.ones(len(rk), bool)
-        newgrp[1:] = rk[1:] != rk[:-1]
-        grp_first = np.maximum.accumulate(np.where(newgrp, np.arange(len(rk)), 0))
-        step_no = np.full(nr, _NONE, np.int64)
-        step_no[sd_sorted] = np.arange(len(rk)) - grp_first
-        dc = np.clip(defining, 0, None)
-        r_step = np.where(defining >= 0, step_no[dc], _NONE)
-
-        # Batch size and tokens from the payload of the step-defining range.
-        r_batch = np.full(nr, np.nan)
-        r_tokens = np.full(nr, np.nan)
+        codes, values = range_names(table.column("name").take(pa.array(r_rows)))
+        payload_pos = payload_text = None
         if "payload" in cols:
-            pl_id, pl_values = _encode(table.column("payload").take(pa.array(R.row[sd])))
-            for key, target in (("batch_size", r_batch), ("tokens", r_tokens)):
-                vals = np.array([_payload_number(v, key) for v in pl_values] + [np.nan])
-                target[sd] = vals[np.where(pl_id < 0, len(pl_values), pl_id)]
-        r_batch = np.where(defining >= 0, r_batch[dc], np.nan)
-        r_tokens = np.where(defining >= 0, r_tokens[dc], np.nan)
-        r_op_name = np.where(op >= 0, name_id[np.clip(op, 0, None)], _NONE)
-        r_phase_of = np.where(ph >= 0, r_phase_id[np.clip(ph, 0, None)], _NONE)
-
-        def assign(rows: np.ndarray, ridx: np.ndarray) -> None:
-            has = ridx >= 0
-            rows, ridx = rows[has], ridx[has]
-            path_col[rows] = path_id[ridx]
-            phase_col[rows] = r_phase_of[ridx]
-            op_col[rows] = r_op_name[ridx]
-            step_col[rows] = r_step[ridx]
-            layer_col[rows] = ly[ridx]
-            batch_col[rows] = r_batch[ridx]
-            tokens_col[rows] = r_tokens[ridx]
-
-        depth_col[R.row] = R.depth
-        assign(R.row, ar)  # ranges: their own stack, self included
-        assign(q_rows, inner)
-        if cap is not None:
-            # The operator (and layer) open when the node was captured wins over the
-            # launch stack, which holds only the cudaGraphLaunch; phase and step stay
-            # those of the launch.
-            has = cap.node_of_row >= 0
-            node_r = np.where(has, inner_cap[np.clip(cap.node_of_row, 0, None)], _NONE)
-            has &= node_r >= 0
-            rows_c, rr = cap.rows[has], node_r[has]
-            cap_op = r_op_name[rr]
-            op_col[rows_c] = np.where(cap_op >= 0, cap_op, op_col[rows_c])
-            cap_layer = ly[rr]
-            layer_col[rows_c] = np.where(cap_layer >= 0, cap_layer, layer_col[rows_c])
-
-    def int_arr(a: np.ndarray, t: pa.DataType) -> pa.Array:
-        return pa.array(a, type=t, mask=a == _NONE)
-
-    def float_int_arr(a: np.ndarray) -> pa.Array:
-        m = np.isnan(a)
-        return pa.array(np.where(m, 0, a).astype(np.int64), type=pa.int64(), mask=m)
-
-    out_cols = {
-        "depth": int_arr(depth_col, pa.int32()),
-        "path": _dict_column(path_col, path_values),
-        "op": _dict_column(op_col, name_values),
-        "phase": _dict_column(phase_col, phase_values),
-        "step": int_arr(step_col, pa.int32()),
-        "layer": int_arr(layer_col, pa.int32()),
-        "batch_size": float_int_arr(batch_col),
-        "tokens": float_int_arr(tokens_col),
-        "launch_tid": int_arr(launch_tid, pa.int64()),
-        "launch_ns": int_arr(launch_ns, pa.int64()),
-    }
-    for name, arr in out_cols.items():
+            pl = table.column("payload").take(pa.array(r_rows))
+            valid = np.asarray(pl.is_valid().to_numpy(zero_copy_only=False), bool)
+            payload_pos = np.flatnonzero(valid)
+            payload_text = pl.take(pa.array(payload_pos)).to_pylist() if len(payload_pos) else []
+        m = np.flatnonzero(is_marker)
+        markers = Markers(
+            pid[m], tid[m], start[m], table.column("name").take(pa.array(m)).to_pylist()
+        )
+        index = RangeIndex(
+            r_rows, pid[r_rows], tid[r_rows], start[r_rows], end[r_rows], rank[r_rows],
+            codes, values, phase_map, payload_pos, payload_text, markers,
+        )
+        range_pos[r_rows] = np.arange(len(r_rows))
+        if graph_nodes is not None and graph_nodes.num_rows and "graph_node_id" in cols:
+            gn = col("graph_node_id", _NONE)
+            gsel = np.flatnonzero(_kind_mask(kcol, GPU_KINDS) & (gn != _NONE))
+            if len(gsel):
+                capture = CaptureOps(pid[gsel], gn[gsel], graph_nodes, index)
+        if index.marker_payload:
+            table = _set_payload(table, r_rows, index)
+    gn_all = col("graph_node_id", _NONE) if "graph_node_id" in cols else None
+    out = label(
+        index, launches, capture, kind=kcol, pid=pid, tid=tid, start=start, corr=corr,
+        range_pos=range_pos, graph_node=gn_all,
+    )
+    for name, arr in out.items():
         if name in table.column_names:
             table = table.set_column(table.column_names.index(name), name, arr)
         else:
             table = table.append_column(name, arr)
     if is_marker.any():
         table = table.filter(pa.array(~is_marker))
-    return Attribution(table=table, step_mode=step_mode)
+    return Attribution(table=table, step_mode=index.step_mode if index is not None else "phase")
+
+
+def marker_updates(index: RangeIndex, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Caller row keys of ranges whose payload a marker set, and the JSON, sorted."""
+    items = sorted(index.marker_payload.items())
+    pos = np.array([p for p, _ in items], np.int64)
+    return rows[pos] if len(pos) else pos, [v for _, v in items]
+
+
+def _set_payload(table: pa.Table, r_rows: np.ndarray, index: RangeIndex) -> pa.Table:
+    target, values = marker_updates(index, r_rows)
+    mask = np.zeros(table.num_rows, bool)
+    mask[target] = True
+    current = (
+        table.column("payload").combine_chunks().cast(pa.string())
+        if "payload" in table.column_names
+        else pa.nulls(table.num_rows, pa.string())
+    )
+    new = pc.replace_with_mask(current, pa.array(mask), pa.array(values, pa.string()))
+    if "payload" in table.column_names:
+        return table.set_column(table.column_names.index("payload"), "payload", new)
+    return table.append_column("payload", new)

@@ -19,12 +19,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tracekit import __version__
-from tracekit.attribute import attribute, base_names
+from tracekit.attribute import (
+    PAYLOAD_MARKER,
+    CaptureOps,
+    Launches,
+    Markers,
+    RangeIndex,
+    attribute,
+    base_names,
+    marker_updates,
+)
+from tracekit.attribute import (
+    label as label_rows,
+)
 from tracekit.classify import classify
 from tracekit.errors import TracekitError
 from tracekit.phasemap import choose
@@ -168,8 +181,71 @@ def _sum_kernel_ns(table: pa.Table, mask: pa.Array) -> int:
     return int(s or 0)
 
 
+def _run_column(run: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(
+        pa.repeat(pa.scalar(0, pa.int32()), n), pa.array([run], pa.string())
+    )
+
+
+def _classified(table: pa.Table) -> pa.Table:
+    if "dur_ns" not in table.column_names:
+        table = table.append_column(
+            "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
+        )
+    short = table.column("short_name") if "short_name" in table.column_names else None
+    return _with_columns(table, classify(table.column("name"), table.column("kind"), short))
+
+
+@dataclass
+class _Stats:
+    """Counts and coverage sums over the batches of one input."""
+
+    rows: int = 0
+    kernels: int = 0
+    gpu_activities: int = 0
+    ranges: int = 0
+    kernel_ns: int = 0
+    phased_ns: int = 0
+    op_ns: int = 0
+    ranks: set[int] = field(default_factory=set)
+
+    def add(self, table: pa.Table) -> None:
+        kinds = table.column("kind")
+        is_kernel = pc.equal(kinds, "kernel")
+        self.rows += table.num_rows
+        self.kernels += int(pc.sum(is_kernel).as_py() or 0)
+        self.gpu_activities += int(pc.sum(pc.is_in(kinds, pa.array(list(GPU_KINDS)))).as_py() or 0)
+        self.ranges += int(pc.sum(pc.equal(kinds, "range")).as_py() or 0)
+        self.kernel_ns += _sum_kernel_ns(table, is_kernel)
+        self.phased_ns += _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("phase"))))
+        self.op_ns += _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("op"))))
+        self.ranks |= {r for r in pc.unique(table.column("rank")).to_pylist() if r is not None}
+
+    def result(
+        self, path: Path, fmt: str, meta: dict[str, Any], pm: dict[str, Any], step_mode: str, t0: float
+    ) -> FileResult:
+        return FileResult(
+            path=str(path),
+            format=fmt,
+            meta=meta,
+            part="",
+            rows=self.rows,
+            kernels=self.kernels,
+            gpu_activities=self.gpu_activities,
+            ranges=self.ranges,
+            ranks=sorted(self.ranks),
+            phase_map=pm,
+            step_mode=step_mode,
+            kernel_ns=self.kernel_ns,
+            phased_ns=self.phased_ns,
+            op_ns=self.op_ns,
+            seconds=time.perf_counter() - t0,
+        )
+
+
 def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.Table]:
-    """Read, classify and attribute one file: its summary and its events table."""
+    """Read, classify and attribute one whole file: its summary and its events table
+    (Kineto files; Nsight exports stream through :func:`process_into` instead)."""
     t0 = time.perf_counter()
     fmt = sniff(path)
     raw = read(path)
@@ -179,59 +255,178 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
         base_names(pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))))
     ).to_pylist()
     pm = choose(phase_map, [n for n in range_names if n])
-    if "dur_ns" not in table.column_names:
-        table = table.append_column(
-            "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
-        )
-    short = table.column("short_name") if "short_name" in table.column_names else None
-    table = _with_columns(table, classify(table.column("name"), table.column("kind"), short))
+    table = _classified(table)
     result = attribute(table, pm, raw.graph_nodes)
     del table, raw.table
     table = result.table
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
-    table = table.append_column(
-        "run",
-        pa.DictionaryArray.from_arrays(
-            pa.repeat(pa.scalar(0, pa.int32()), table.num_rows), pa.array([run], pa.string())
-        ),
-    )
+    table = table.append_column("run", _run_column(run, table.num_rows))
     # Rows keep the reader's order (grouped by kind); nothing depends on row order,
     # and a sort would copy every column of the largest table once more.
     table = conform(table)
+    stats = _Stats()
+    stats.add(table)
+    return stats.result(path, fmt, raw.meta, pm.to_json(), result.step_mode, t0), table
 
-    kinds = table.column("kind")
-    is_kernel = pc.equal(kinds, "kernel")
-    kernel_ns = _sum_kernel_ns(table, is_kernel)
-    phased_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("phase"))))
-    op_ns = _sum_kernel_ns(table, pc.and_(is_kernel, pc.is_valid(table.column("op"))))
-    ranks = sorted(r for r in pc.unique(table.column("rank")).to_pylist() if r is not None)
-    summary = FileResult(
-        path=str(path),
-        format=fmt,
-        meta=raw.meta,
-        part="",
-        rows=table.num_rows,
-        kernels=int(pc.sum(is_kernel).as_py() or 0),
-        gpu_activities=int(pc.sum(pc.is_in(kinds, pa.array(list(GPU_KINDS)))).as_py() or 0),
-        ranges=int(pc.sum(pc.equal(kinds, "range")).as_py() or 0),
-        ranks=ranks,
-        phase_map=pm.to_json(),
-        step_mode=result.step_mode,
-        kernel_ns=kernel_ns,
-        phased_ns=phased_ns,
-        op_ns=op_ns,
-        seconds=time.perf_counter() - t0,
+
+def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_map: str, run: str) -> FileResult:
+    """Nsight export -> attributed batches, with memory bounded by the narrow
+    attribution inputs plus one batch: the ranges usable as launch stacks are
+    indexed first (:class:`RangeIndex`), then every table streams through in rowid
+    windows, is labelled, and is written."""
+    from tracekit.readers import nsys
+
+    t0 = time.perf_counter()
+    with nsys.open_export(path) as ex:
+        sr = ex.stack_ranges()
+        pm = choose(phase_map, sorted(sr["all_names"]))
+        index: RangeIndex | None = None
+        if len(sr["row"]):
+            rank = np.asarray(
+                ex.rank(pa.array(sr["pid"], pa.int64())).fill_null(-1).to_numpy(zero_copy_only=False),
+                np.int64,
+            )
+            index = RangeIndex(
+                sr["row"], sr["pid"], sr["tid"], sr["start"], sr["end"], rank,
+                sr["names"], sr["name_values"], pm, sr["payload_pos"], sr["payload_text"],
+                Markers(sr["marker_pid"], sr["marker_tid"], sr["marker_time"], sr["marker_text"]),
+            )
+        del sr
+        lc = ex.launch_calls()
+        launches = Launches(lc["pid"], lc["corr"], lc["tid"], lc["start"]) if len(lc["pid"]) else None
+        del lc
+        capture: CaptureOps | None = None
+        graph_nodes = ex.graph_nodes()
+        if index is not None and graph_nodes is not None and graph_nodes.num_rows:
+            gpid, gnode = ex.replayed_nodes()
+            if len(gpid):
+                capture = CaptureOps(gpid, gnode, graph_nodes, index)
+        m_rows, m_json = (
+            marker_updates(index, index.row) if index is not None else (np.zeros(0, np.int64), [])
+        )
+        stats = _Stats()
+        for batch in ex.batches():
+            table = _label_batch(batch, index, launches, capture, m_rows, m_json, run)
+            stats.add(table)
+            write(table)
+            del table, batch
+        meta = ex.meta()
+    step_mode = index.step_mode if index is not None else "phase"
+    return stats.result(path, fmt, meta, pm.to_json(), step_mode, t0)
+
+
+def _label_batch(
+    batch: pa.Table,
+    index: RangeIndex | None,
+    launches: Launches | None,
+    capture: CaptureOps | None,
+    marker_rows: np.ndarray,
+    marker_json: list[str],
+    run: str,
+) -> pa.Table:
+    n = batch.num_rows
+
+    def arr(name: str, fill: int) -> np.ndarray:
+        if name not in batch.column_names:
+            return np.full(n, fill, np.int64)
+        col = batch.column(name)
+        return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), np.int64)
+
+    table = _classified(batch)
+    row_key = arr("row_key", -1)
+    range_pos = (
+        index.position_of(row_key)
+        if index is not None and "row_key" in batch.column_names
+        else np.full(n, -1, np.int64)
     )
-    return summary, table
+    out = label_rows(
+        index, launches, capture, kind=table.column("kind"), pid=arr("pid", 0), tid=arr("tid", -1),
+        start=arr("start_ns", 0), corr=arr("correlation", -1), range_pos=range_pos,
+        graph_node=arr("graph_node_id", -1),
+    )
+    table = _with_columns(table, pa.table(out))
+    if "row_key" in table.column_names:
+        if len(marker_rows):
+            # Payload markers set the payload of the range around them; they are dropped.
+            hit = np.isin(row_key, marker_rows)
+            if hit.any():
+                vals = pa.array(marker_json, pa.string()).take(
+                    pa.array(np.searchsorted(marker_rows, row_key[hit]))
+                )
+                i = table.column_names.index("payload")
+                table = table.set_column(
+                    i, "payload", pc.replace_with_mask(table.column("payload").combine_chunks(), pa.array(hit), vals)
+                )
+        is_marker = pc.and_(
+            pc.fill_null(pc.starts_with(table.column("name"), PAYLOAD_MARKER), False),
+            pc.equal(table.column("start_ns"), table.column("end_ns")),
+        )
+        if pc.any(is_marker).as_py():
+            table = table.filter(pc.invert(is_marker))
+    table = _with_columns(table, pa.table({"run": _run_column(run, table.num_rows)}))
+    return conform(table)
+
+
+def process_into(path: Path, write: Callable[[pa.Table], None], phase_map: str, run: str) -> FileResult:
+    """Read, classify and attribute one file, handing its events to ``write`` (in
+    batches for Nsight exports, whole for Kineto files)."""
+    fmt = sniff(path)
+    if fmt in ("nsys-sqlite", "nsys-rep"):
+        return _stream_nsys(path, fmt, write, phase_map, run)
+    summary, table = process_file(path, phase_map, run)
+    write(table)
+    return summary
+
+
+#: String columns kept dictionary-encoded on their way to Parquet (they repeat).
+_DICT_COLUMNS = ("run", "path", "op", "phase")
+WRITE_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, pa.dictionary(pa.int32(), pa.string())) if f.name in _DICT_COLUMNS else f
+        for f in SCHEMA
+    ]
+)
+
+
+def _for_writing(table: pa.Table) -> pa.Table:
+    """One fixed Arrow schema for every batch a writer sees."""
+    cols = []
+    for f in WRITE_SCHEMA:
+        col = table.column(f.name)
+        if col.type != f.type:
+            if pa.types.is_dictionary(f.type):
+                col = pc.dictionary_encode(col.cast(pa.string())).cast(f.type)
+            else:
+                col = col.cast(f.type)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=WRITE_SCHEMA)
+
+
+class RunWriter:
+    """Parquet output written batch by batch; the run metadata is added at close."""
+
+    def __init__(self, path: Path | str):
+        self.path = path
+        self.writer = pq.ParquetWriter(path, WRITE_SCHEMA, compression="zstd", store_schema=False)
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(_for_writing(table), row_group_size=ROW_GROUP)
+
+    def close(self, meta: dict[str, Any] | None = None) -> None:
+        if meta is not None:
+            self.writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
+        self.writer.close()
 
 
 def ingest_file(path: Path, part: Path, phase_map: str, run: str) -> FileResult:
     """Read, classify and attribute one file; write it to ``part`` (Parquet).  This is
     the unit of work a process pool or a Dask worker runs."""
-    summary, table = process_file(path, phase_map, run)
-    with events_writer(part, table.schema, None) as writer:
-        writer.write_table(table, row_group_size=ROW_GROUP)
+    writer = RunWriter(part)
+    try:
+        summary = process_into(path, writer.write, phase_map, run)
+    finally:
+        writer.close()
     summary.part = str(part)
     return summary
 
@@ -397,13 +592,16 @@ def ingest(
             # without a part file to merge.
             if progress:
                 progress("read", 0, 1, files[0])
-            summary, table = process_file(files[0], phase_map, label)
-            meta, warnings = run_metadata([summary], [0], label)
+            writer = RunWriter(out_tmp)
+            try:
+                summary = process_into(files[0], writer.write, phase_map, label)
+                meta, warnings = run_metadata([summary], [0], label)
+            except BaseException:
+                writer.close()
+                raise
             if progress:
                 progress("write", 0, 1, out)
-            with events_writer(out_tmp, table.schema, meta) as writer:
-                writer.write_table(table, row_group_size=ROW_GROUP)
-            del table
+            writer.close(meta)
             os.replace(out_tmp, out)
         elif n_jobs == 1:
             for i, f in enumerate(files):

@@ -23,6 +23,7 @@ decoded with one Arrow ``take`` against the ``StringIds`` table, not per row.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ import sqlite3
 import subprocess
 import tempfile
 import urllib.parse
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,22 +92,6 @@ _RAW_TYPES: dict[str, pa.DataType] = {
     "bytes": pa.int64(),
     "nested": pa.bool_(),
 }
-
-
-def read(path: Path) -> RawTrace:
-    """Read an Nsight Systems ``.sqlite`` export or ``.nsys-rep``/``.qdrep`` report.
-
-    >>> read(Path("run.nsys-rep")).meta["profiler"]  # doctest: +SKIP
-    'nsys'
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TracekitError(f"{path} does not exist or is not a file; check the path.")
-    if path.name.lower().endswith(NSYS_REPORT_SUFFIXES):
-        with tempfile.TemporaryDirectory(prefix="tracekit-nsys-") as tmp:
-            db = _export(path, Path(tmp))
-            return _read_sqlite(db, source=path, fmt="nsys-rep")
-    return _read_sqlite(path, source=path, fmt="nsys-sqlite")
 
 
 # --------------------------------------------------------------------------- export
@@ -353,7 +341,7 @@ def _tid(global_tid: pa.Array) -> pa.Array:
 # --------------------------------------------------------------------------- tables
 
 
-def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str) -> pa.Table | None:
+def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str, where: str = "") -> pa.Table | None:
     if table not in db.tables:
         return None
     c = lambda n: _col(db, table, n)  # noqa: E731
@@ -371,7 +359,7 @@ def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str) -> pa.Table | N
         "short_id": c("shortName"),
         "code": c("copyKind") if kind == "memcpy" else c("syncType"),
     }
-    d = db.columns(table, ints, {})
+    d = db.columns(table, ints, {}, where=where)
     if kind == "kernel":
         name, short = strings.decode(d["name_id"]), strings.decode(d["short_id"])
         short = pc.if_else(short.is_valid(), short, name)
@@ -384,7 +372,7 @@ def _gpu_part(db: _Db, strings: _Strings, table: str, kind: str) -> pa.Table | N
     return _part(d, kind=kind, name=name, short_name=short, pid=_pid(d["global_pid"]))
 
 
-def _runtime_part(db: _Db, strings: _Strings, table: str) -> pa.Table | None:
+def _runtime_part(db: _Db, strings: _Strings, table: str, where: str = "") -> pa.Table | None:
     if table not in db.tables:
         return None
     c = lambda n: _col(db, table, n)  # noqa: E731
@@ -398,6 +386,7 @@ def _runtime_part(db: _Db, strings: _Strings, table: str) -> pa.Table | None:
             "name_id": c("nameId"),
         },
         {},
+        where=where,
     )
     name = strings.decode(d["name_id"])
     return _part(
@@ -410,11 +399,8 @@ def _runtime_part(db: _Db, strings: _Strings, table: str) -> pa.Table | None:
     )
 
 
-def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | None:
-    if NVTX not in db.tables:
-        return None
-    c = lambda n: _col(db, NVTX, n)  # noqa: E731
-    # Payload as text: the first recorded value column, else the JSON payload.
+def _payload_sql(db: _Db) -> str | None:
+    """Payload as text: the first recorded value column, else the JSON payload."""
     payload_cols = [
         n
         for n in (
@@ -428,16 +414,54 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
         )
         if n in db.cols(NVTX)
     ]
-    payload = (
+    if not payload_cols:
+        return None
+    return (
         "CASE "
         + " ".join(f'WHEN "{n}" IS NOT NULL THEN CAST("{n}" AS TEXT)' for n in payload_cols)
         + " END"
-        if payload_cols
-        else None
     )
+
+
+def _domains(db: _Db, strings: _Strings) -> tuple[pa.Array, pa.Array] | None:
+    """Domain names from the domain-create events: (domainId, name) arrays."""
+    if "domainId" not in db.cols(NVTX):
+        return None
+    text_sql = "text" if "text" in db.cols(NVTX) else "NULL"
+    tid_sql = "textId" if "textId" in db.cols(NVTX) else "NULL"
+    created = db.rows(
+        f'SELECT domainId, {text_sql}, {tid_sql} FROM "{NVTX}" '
+        f"WHERE eventType = {NVTX_DOMAIN_CREATE} AND domainId IS NOT NULL"
+    )
+    if not created:
+        return None
+    ids = pa.array([r[0] for r in created], pa.int64())
+    tids = strings.decode(pa.array([r[2] for r in created], pa.int64()))
+    texts = pc.if_else(tids.is_valid(), tids, pa.array([r[1] for r in created], pa.string()))
+    return ids, texts
+
+
+_RANGE_TYPES = f"({NVTX_PUSH_POP}, {NVTX_START_END}, {NVTX_MARK})"
+
+
+def _range_names(d: dict[str, pa.Array], strings: _Strings) -> pa.Array:
+    decoded = strings.decode(d["text_id"])
+    return pc.if_else(decoded.is_valid(), decoded, d["text"])
+
+
+def _nvtx_part(
+    db: _Db, strings: _Strings, domains: tuple[pa.Array, pa.Array] | None, where: str = ""
+) -> pa.Table | None:
+    """NVTX ranges (and nvtx_ranges payload markers) of a rowid window; unclosed
+    ranges keep a NULL end (the caller clamps them) and ``row_key`` is the rowid."""
+    if NVTX not in db.tables:
+        return None
+    c = lambda n: _col(db, NVTX, n)  # noqa: E731
+    cond = f'"eventType" IN {_RANGE_TYPES}'
     d = db.columns(
         NVTX,
         {
+            "row_key": "rowid",
             "start_ns": c("start"),
             "end_ns": c("end"),
             "event_type": c("eventType"),
@@ -445,11 +469,10 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
             "text_id": c("textId"),
             "domain_id": c("domainId"),
         },
-        {"text": c("text"), "payload": payload},
-        where=f'WHERE "eventType" IN ({NVTX_PUSH_POP}, {NVTX_START_END}, {NVTX_MARK})',
+        {"text": c("text"), "payload": _payload_sql(db)},
+        where=f"{where} AND {cond}" if where else f"WHERE {cond}",
     )
-    decoded = strings.decode(d["text_id"])
-    name = pc.if_else(decoded.is_valid(), decoded, d["text"])
+    name = _range_names(d, strings)
     # Marks are dropped, except nvtx_ranges' payload markers: kept as zero-length
     # ranges, which attribution attaches to the range open around them.
     is_mark = pc.equal(d["event_type"], NVTX_MARK)
@@ -462,35 +485,9 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
         is_mark = pc.equal(d["event_type"], NVTX_MARK)
     d["end_ns"] = pc.if_else(is_mark, d["start_ns"], d["end_ns"])
     payload_arr = pc.if_else(pc.equal(d["payload"], ""), pa.scalar(None, pa.string()), d["payload"])
-
-    # Domain names come from the domain-create events (text per domainId).
     domain = pa.nulls(len(name), pa.string())
-    if "domainId" in db.cols(NVTX):
-        text_sql = "text" if "text" in db.cols(NVTX) else "NULL"
-        tid_sql = "textId" if "textId" in db.cols(NVTX) else "NULL"
-        created = db.rows(
-            f'SELECT domainId, {text_sql}, {tid_sql} FROM "{NVTX}" '
-            f"WHERE eventType = {NVTX_DOMAIN_CREATE} AND domainId IS NOT NULL"
-        )
-        if created:
-            ids = pa.array([r[0] for r in created], pa.int64())
-            tids = strings.decode(pa.array([r[2] for r in created], pa.int64()))
-            texts = pc.if_else(
-                tids.is_valid(), tids, pa.array([r[1] for r in created], pa.string())
-            )
-            idx = pc.index_in(d["domain_id"], value_set=ids)
-            domain = texts.take(idx)
-
-    # Unclosed ranges (end NULL: still open when capture stopped) are kept and clamped
-    # to the end of the trace, because the GPU work launched inside them (often the
-    # outermost phase range) still belongs to them; dropping them would leave it
-    # unattributed.  The clamp value is filled in by _read_sqlite once all parts exist.
-    unclosed = d["end_ns"].null_count
-    if unclosed:
-        warnings.append(
-            f"{unclosed} NVTX range(s) had no end (still open when capture "
-            "stopped) and were clamped to the end of the trace."
-        )
+    if domains is not None:
+        domain = domains[1].take(pc.index_in(d["domain_id"], value_set=domains[0]))
     nested = pc.equal(d["event_type"], NVTX_PUSH_POP)
     return _part(
         d,
@@ -502,6 +499,7 @@ def _nvtx_part(db: _Db, strings: _Strings, warnings: list[str]) -> pa.Table | No
         domain=domain,
         payload=payload_arr,
         nested=nested,
+        row_key=d["row_key"],
     )
 
 
@@ -517,13 +515,49 @@ def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
             cols[name] = pc.cast(d[name], typ)
         else:
             cols[name] = pa.nulls(n, typ)
+    if "row_key" in extra:
+        cols["row_key"] = pc.cast(extra["row_key"], pa.int64())
     return pa.table(cols)
 
 
 # --------------------------------------------------------------------------- main
 
+#: Rows per batch when an export is streamed table by table.
+BATCH_ROWS = 1 << 19
 
-def _read_sqlite(path: Path, source: Path, fmt: str) -> RawTrace:
+
+@contextmanager
+def open_export(path: Path) -> Iterator[Export]:
+    """Open an Nsight Systems ``.sqlite`` export (or export a ``.nsys-rep``/``.qdrep``
+    report into a temporary folder, removed on exit) for streaming.
+
+    Errors of a truncated or corrupt file, at opening or while reading, become one
+    :class:`TracekitError` sentence.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TracekitError(f"{path} does not exist or is not a file; check the path.")
+    with tempfile.TemporaryDirectory(prefix="tracekit-nsys-") as tmp:
+        plain = path
+        if path.name.lower().endswith(".gz"):
+            # SQLite and nsys need a plain file: unpack next to nothing else, in tmp.
+            plain = Path(tmp) / path.name[: -len(".gz")]
+            try:
+                with gzip.open(path, "rb") as src, plain.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise TracekitError(f"{path} is not a readable gzip file ({exc}).") from None
+        if plain.name.lower().endswith(NSYS_REPORT_SUFFIXES):
+            db = _export(plain, Path(tmp))
+            with _open_sqlite(db, source=path, fmt="nsys-rep") as ex:
+                yield ex
+            return
+        with _open_sqlite(plain, source=path, fmt="nsys-sqlite") as ex:
+            yield ex
+
+
+@contextmanager
+def _open_sqlite(path: Path, source: Path, fmt: str) -> Iterator[Export]:
     with path.open("rb") as fh:
         head = fh.read(16)
     if not head.startswith(b"SQLite format 3\x00"):
@@ -537,7 +571,7 @@ def _read_sqlite(path: Path, source: Path, fmt: str) -> RawTrace:
     except sqlite3.DatabaseError as exc:
         raise _corrupt(source, exc) from exc
     try:
-        return _read_db(db, source, fmt, warnings)
+        yield Export(db, source, fmt, warnings)
     except sqlite3.DatabaseError as exc:
         raise _corrupt(source, exc) from exc
     finally:
@@ -551,76 +585,347 @@ def _corrupt(source: Path, exc: Exception) -> TracekitError:
     )
 
 
-def _read_db(db: _Db, source: Path, fmt: str, warnings: list[str]) -> RawTrace:
-    present = db.tables & set(EVENT_TABLES)
-    if "StringIds" not in db.tables or not present:
-        raise TracekitError(
-            f"{source.name} is an SQLite file but not an Nsight Systems export (it has no "
-            "StringIds, CUPTI_ACTIVITY_KIND_* or NVTX_EVENTS tables); export the report with "
-            "`nsys export --type sqlite` and pass that file."
-        )
-    for table, what in (
-        (KERNEL, "GPU kernels"),
-        (NVTX, "NVTX ranges"),
-        (RUNTIME, "CUDA API calls"),
-    ):
-        if table not in db.tables:
-            warnings.append(f"The trace has no {what} ({table} is absent).")
+class Export:
+    """One opened export, read in rowid windows table by table, so that no step holds
+    more than one batch of full rows.  Attribution's inputs (the NVTX ranges usable as
+    launch stacks, the launching calls, graph nodes) are read as narrow columns."""
 
-    strings = _Strings(db)
-    parts = [
-        _gpu_part(db, strings, KERNEL, "kernel"),
-        _gpu_part(db, strings, MEMCPY, "memcpy"),
-        _gpu_part(db, strings, MEMSET, "memset"),
-        _gpu_part(db, strings, SYNC, "sync"),
-        _runtime_part(db, strings, RUNTIME),
-        _runtime_part(db, strings, DRIVER),
-        _nvtx_part(db, strings, warnings),
-    ]
-    table = pa.concat_tables([p for p in parts if p is not None])
-
-    # Clamp unclosed NVTX ranges (see _nvtx_part) to the last timestamp of the trace.
-    if table["end_ns"].null_count:
-        last = pc.max_element_wise(pc.max(table["end_ns"]), pc.max(table["start_ns"]))
-        table = table.set_column(
-            table.schema.get_field_index("end_ns"), "end_ns", table["end_ns"].fill_null(last)
+    def __init__(self, db: _Db, source: Path, fmt: str, warnings: list[str]):
+        present = db.tables & set(EVENT_TABLES)
+        if "StringIds" not in db.tables or not present:
+            raise TracekitError(
+                f"{source.name} is an SQLite file but not an Nsight Systems export (it has "
+                "no StringIds, CUPTI_ACTIVITY_KIND_* or NVTX_EVENTS tables); export the "
+                "report with `nsys export --type sqlite` and pass that file."
+            )
+        for table, what in (
+            (KERNEL, "GPU kernels"),
+            (NVTX, "NVTX ranges"),
+            (RUNTIME, "CUDA API calls"),
+        ):
+            if table not in db.tables:
+                warnings.append(f"The trace has no {what} ({table} is absent).")
+        self.db, self.source, self.fmt, self.warnings = db, source, fmt, warnings
+        self.strings = _Strings(db)
+        self.domains = _domains(db, self.strings) if NVTX in db.tables else None
+        self.unclosed = 0
+        self._last: int | None = None
+        env = session_env(db)
+        self.rank_of, self.rank_source, self.world_size = ranks(self._gpu_groups(), env)
+        self._rank_pids = pa.array(sorted(self.rank_of), pa.int64())
+        self._rank_values = pa.array(
+            [self.rank_of[p] for p in self._rank_pids.to_pylist()], pa.int32()
         )
 
-    env = session_env(db)
-    rank_of, rank_source, world_size = ranks(table, env)
-    pids = pa.array(sorted(rank_of), pa.int64())
-    rank_values = pa.array([rank_of[p] for p in pids.to_pylist()], pa.int32())
-    rank = rank_values.take(pc.index_in(table["pid"], value_set=pids))
-    table = table.add_column(0, "rank", rank)
+    # ----------------------------------------------------------- run-level facts
 
-    names: dict[int, str] = {}
-    if "PROCESSES" in db.tables and {"pid", "name"} <= set(db.cols("PROCESSES")):
-        names = {
-            int(p): str(n)
-            for p, n in db.rows("SELECT pid, name FROM PROCESSES")
-            if p is not None and n is not None
+    def _gpu_groups(self) -> list[tuple[int | None, int | None, int, int, int | None]]:
+        """(pid, device, kernels, activities, first kernel start) per process and device."""
+        acc: dict[tuple[int | None, int | None], list[Any]] = {}
+        for table in GPU_TABLES:
+            cols = self.db.cols(table)
+            if table not in self.db.tables or "globalPid" not in cols or "deviceId" not in cols:
+                continue
+            rows = self.db.rows(
+                f'SELECT ("globalPid" >> 24) & {_ID_MASK}, "deviceId", count(*), min("start") '
+                f'FROM "{table}" GROUP BY 1, 2'
+            )
+            for pid, dev, count, first in rows:
+                a = acc.setdefault((pid, dev), [0, 0, None])
+                a[1] += count
+                if table == KERNEL:
+                    a[0] += count
+                    a[2] = first if a[2] is None else min(a[2], first)
+        return [(p, d, k, n, f) for (p, d), (k, n, f) in acc.items()]
+
+    def rank(self, pid: pa.Array) -> pa.Array:
+        return self._rank_values.take(pc.index_in(pid, value_set=self._rank_pids))
+
+    def last_ns(self) -> int:
+        """The trace's last timestamp: where ranges still open at the end are clamped."""
+        if self._last is None:
+            last = 0
+            for table in EVENT_TABLES:
+                if table in self.db.tables and {"start", "end"} <= set(self.db.cols(table)):
+                    hi = self.db.rows(f'SELECT max("end"), max("start") FROM "{table}"')[0]
+                    last = max([last, *(v for v in hi if v is not None)])
+            self._last = last
+        return self._last
+
+    def meta(self) -> dict[str, Any]:
+        """The reader's metadata (call after reading: it carries the warnings)."""
+        db = self.db
+        warnings = list(self.warnings)
+        if self.unclosed:
+            warnings.append(
+                f"{self.unclosed} NVTX range(s) had no end (still open when capture "
+                "stopped) and were clamped to the end of the trace."
+            )
+        names: dict[int, str] = {}
+        if "PROCESSES" in db.tables and {"pid", "name"} <= set(db.cols("PROCESSES")):
+            names = {
+                int(p): str(n)
+                for p, n in db.rows("SELECT pid, name FROM PROCESSES")
+                if p is not None and n is not None
+            }
+        all_pids: set[int] = set()
+        used: set[int] = set()
+        for table in EVENT_TABLES:
+            cols = self.db.cols(table)
+            if table not in db.tables:
+                continue
+            for key in ("globalPid", "globalTid"):
+                if key in cols:
+                    all_pids |= {
+                        int(r[0])
+                        for r in db.rows(f'SELECT DISTINCT ("{key}" >> 24) & {_ID_MASK} FROM "{table}"')
+                        if r[0] is not None
+                    }
+                    break
+            if table in (*GPU_TABLES, SYNC) and "deviceId" in cols:
+                used |= {int(r[0]) for r in db.rows(f'SELECT DISTINCT "deviceId" FROM "{table}"') if r[0] is not None}
+        processes = sorted(
+            ({"pid": p, "rank": self.rank_of.get(p), "name": names.get(p)} for p in all_pids),
+            key=lambda r: (r["rank"] is None, r["rank"] or 0, r["pid"]),
+        )
+        meta: dict[str, Any] = {
+            "format": self.fmt,
+            "profiler": "nsys",
+            "profiler_version": meta_value(db, ["EXPORT_PRODUCT_VERSION"]),
+            "export_schema_version": meta_value(db, ["EXPORT_SCHEMA_VERSION"]),
+            "source": str(self.source),
+            "processes": processes,
+            "rank_source": self.rank_source,
+            "world_size": self.world_size,
+            "warnings": warnings,
         }
-    all_pids = pc.unique(table["pid"].drop_null()).to_pylist()
-    processes = sorted(
-        ({"pid": p, "rank": rank_of.get(p), "name": names.get(p)} for p in all_pids),
-        key=lambda r: (r["rank"] is None, r["rank"] or 0, r["pid"]),
-    )
-    used = {int(v) for v in pc.unique(table["device"].drop_null()).to_pylist()}
-    meta: dict[str, Any] = {
-        "format": fmt,
-        "profiler": "nsys",
-        "profiler_version": meta_value(db, ["EXPORT_PRODUCT_VERSION"]),
-        "export_schema_version": meta_value(db, ["EXPORT_SCHEMA_VERSION"]),
-        "source": str(source),
-        "processes": processes,
-        "rank_source": rank_source,
-        "world_size": world_size,
-        "warnings": warnings,
-    }
-    gpus = gpus_of(db, used, warnings)
-    if gpus is not None:
-        meta["gpus"] = gpus
-    return RawTrace(table=table, meta=meta, graph_nodes=_graph_nodes(db))
+        gpus = gpus_of(db, used, warnings)
+        if gpus is not None:
+            meta["gpus"] = gpus
+        return meta
+
+    # ----------------------------------------------------------- row batches
+
+    def _windows(self, table: str, rows: int) -> Iterator[str]:
+        lo, hi = self.db.rows(f'SELECT min(rowid), max(rowid) FROM "{table}"')[0]
+        if lo is None:
+            return
+        for a in range(int(lo) - 1, int(hi), rows):
+            yield f"WHERE rowid > {a} AND rowid <= {a + rows}"
+
+    def batches(self, rows: int | None = None) -> Iterator[pa.Table]:
+        """Every event row, table by table, in batches of up to ``rows`` rows: the
+        raw columns of :mod:`tracekit.readers` plus ``rank``, and ``row_key`` (the
+        NVTX rowid) on ranges.  Unclosed ranges are clamped to the trace's end."""
+        rows = rows or BATCH_ROWS
+        s = self.strings
+        parts: list[tuple[str, Callable[[str], pa.Table | None]]] = [
+            (KERNEL, lambda w: _gpu_part(self.db, s, KERNEL, "kernel", w)),
+            (MEMCPY, lambda w: _gpu_part(self.db, s, MEMCPY, "memcpy", w)),
+            (MEMSET, lambda w: _gpu_part(self.db, s, MEMSET, "memset", w)),
+            (SYNC, lambda w: _gpu_part(self.db, s, SYNC, "sync", w)),
+            (RUNTIME, lambda w: _runtime_part(self.db, s, RUNTIME, w)),
+            (DRIVER, lambda w: _runtime_part(self.db, s, DRIVER, w)),
+            (NVTX, lambda w: _nvtx_part(self.db, s, self.domains, w)),
+        ]
+        for table, part in parts:
+            if table not in self.db.tables:
+                continue
+            for where in self._windows(table, rows):
+                t = part(where)
+                if t is None or t.num_rows == 0:
+                    continue
+                if table == NVTX:
+                    open_ = t.column("end_ns").null_count
+                    if open_:
+                        self.unclosed += open_
+                        i = t.schema.get_field_index("end_ns")
+                        t = t.set_column(i, "end_ns", t.column("end_ns").fill_null(self.last_ns()))
+                yield t.add_column(0, "rank", self.rank(t.column("pid")))
+
+    # ----------------------------------------------------------- attribution inputs
+
+    def stack_ranges(self, rows: int | None = None) -> dict[str, Any]:
+        """What attribution needs of the NVTX ranges, as narrow arrays in rowid order:
+        push/pop ranges usable as launch stacks (``row``, ``pid``, ``tid``, ``start``,
+        ``end``, ``names`` as base-name codes and ``name_values``), their payloads
+        (sparse), nvtx_ranges payload markers, and every range's base name."""
+        empty = np.zeros(0, np.int64)
+        out: dict[str, Any] = {
+            "row": empty, "pid": empty, "tid": empty, "start": empty, "end": empty,
+            "names": empty, "name_values": [], "all_names": set(),
+            "payload_pos": empty, "payload_text": [],
+            "marker_pid": empty, "marker_tid": empty, "marker_time": empty, "marker_text": [],
+        }
+        if NVTX not in self.db.tables:
+            return out
+        from tracekit.attribute import base_names
+
+        rows = rows or 4 * BATCH_ROWS
+        c = lambda n: _col(self.db, NVTX, n)  # noqa: E731
+        values: dict[str, int] = {}
+        acc: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "gtid", "start", "end", "names")}
+        markers: dict[str, list[Any]] = {"gtid": [], "time": [], "text": []}
+        cond = f'"eventType" IN {_RANGE_TYPES}'
+        unclosed = 0
+        for where in self._windows(NVTX, rows):
+            d = self.db.columns(
+                NVTX,
+                {
+                    "row": "rowid",
+                    "start": c("start"),
+                    "end": c("end"),
+                    "event_type": c("eventType"),
+                    "gtid": c("globalTid"),
+                    "text_id": c("textId"),
+                },
+                {"text": c("text")},
+                where=f"{where} AND {cond}",
+            )
+            names = _range_names(d, self.strings)
+            enc = pc.dictionary_encode(base_names(names))
+            local = [values.setdefault(v or "", len(values)) for v in enc.dictionary.to_pylist()]
+            codes = np.asarray([*local, values.setdefault("", len(values))], np.int64)[
+                np.asarray(pc.fill_null(enc.indices, len(local)).to_numpy(zero_copy_only=False), np.int64)
+            ]
+            et = np.asarray(d["event_type"].fill_null(0).to_numpy(zero_copy_only=False))
+            start = np.asarray(d["start"].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+            end_arr = d["end"]
+            gtid = d["gtid"]
+            is_mark = et == NVTX_MARK
+            if is_mark.any():
+                mk = is_mark & np.asarray(
+                    pc.fill_null(pc.starts_with(names, PAYLOAD_MARKER), False).to_numpy(
+                        zero_copy_only=False
+                    ),
+                    bool,
+                )
+                mk &= np.asarray(gtid.is_valid().to_numpy(zero_copy_only=False), bool)
+                m = np.flatnonzero(mk)
+                markers["gtid"].append(np.asarray(gtid.take(pa.array(m)).to_numpy(zero_copy_only=False), np.int64))
+                markers["time"].append(start[m])
+                markers["text"].extend(names.take(pa.array(m)).to_pylist())
+            n_open = end_arr.null_count if (et == NVTX_PUSH_POP).any() else 0
+            if n_open:
+                unclosed += n_open
+                end_arr = end_arr.fill_null(self.last_ns())
+            end = np.asarray(end_arr.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+            keep = np.flatnonzero(
+                (et == NVTX_PUSH_POP)
+                & np.asarray(gtid.is_valid().to_numpy(zero_copy_only=False), bool)
+                & (end > start)
+            )
+            acc["row"].append(np.asarray(d["row"].to_numpy(zero_copy_only=False), np.int64)[keep])
+            acc["gtid"].append(np.asarray(gtid.take(pa.array(keep)).to_numpy(zero_copy_only=False), np.int64))
+            acc["start"].append(start[keep])
+            acc["end"].append(end[keep])
+            acc["names"].append(codes[keep])
+            out["all_names"].update(v for v in enc.dictionary.to_pylist() if v)
+        cat = {k: (np.concatenate(v) if v else empty) for k, v in acc.items()}
+        del acc
+        out.update(
+            row=cat["row"],
+            pid=(cat["gtid"] >> 24) & _ID_MASK,
+            tid=cat["gtid"] & _ID_MASK,
+            start=cat["start"],
+            end=cat["end"],
+            names=cat["names"],
+            name_values=list(values),
+        )
+        if markers["gtid"]:
+            g = np.concatenate(markers["gtid"])
+            out.update(
+                marker_pid=(g >> 24) & _ID_MASK,
+                marker_tid=g & _ID_MASK,
+                marker_time=np.concatenate(markers["time"]),
+                marker_text=markers["text"],
+            )
+        payload = _payload_sql(self.db)
+        if payload is not None:
+            rows_pl = self.db.columns(
+                NVTX,
+                {"row": "rowid"},
+                {"payload": payload},
+                where=f'WHERE "eventType" = {NVTX_PUSH_POP} AND ({payload}) IS NOT NULL',
+            )
+            r = np.asarray(rows_pl["row"].to_numpy(zero_copy_only=False), np.int64)
+            pos = np.searchsorted(out["row"], r)
+            ok = np.zeros(len(r), bool)
+            if len(out["row"]):
+                ok = (pos < len(out["row"])) & (out["row"][np.clip(pos, 0, len(out["row"]) - 1)] == r)
+            text = rows_pl["payload"]
+            out["payload_pos"] = pos[ok]
+            out["payload_text"] = text.filter(pa.array(ok)).to_pylist() if len(r) else []
+        return out
+
+    def launch_calls(self) -> dict[str, np.ndarray]:
+        """CUDA runtime and driver calls with a correlation: pid, tid, correlation, start."""
+        parts: list[dict[str, pa.Array]] = []
+        for table in (RUNTIME, DRIVER):
+            if table not in self.db.tables or "correlationId" not in self.db.cols(table):
+                continue
+            parts.append(
+                self.db.columns(
+                    table,
+                    {"gtid": _col(self.db, table, "globalTid"), "corr": '"correlationId"', "start": '"start"'},
+                    {},
+                    where='WHERE "correlationId" IS NOT NULL',
+                )
+            )
+
+        def cat(k: str) -> np.ndarray:
+            if not parts:
+                return np.zeros(0, np.int64)
+            return np.concatenate(
+                [np.asarray(p[k].fill_null(-1).to_numpy(zero_copy_only=False), np.int64) for p in parts]
+            )
+
+        g = cat("gtid")
+        return {"pid": (g >> 24) & _ID_MASK, "tid": g & _ID_MASK, "corr": cat("corr"), "start": cat("start")}
+
+    def graph_nodes(self) -> pa.Table | None:
+        return _graph_nodes(self.db)
+
+    def replayed_nodes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pid, graph node id) of every distinct node GPU work was replayed from."""
+        pids: list[np.ndarray] = []
+        nodes: list[np.ndarray] = []
+        for table in GPU_TABLES:
+            cols = self.db.cols(table)
+            if table not in self.db.tables or not {"graphNodeId", "globalPid"} <= set(cols):
+                continue
+            d = self.db.columns(
+                table,
+                {"pid": f'("globalPid" >> 24) & {_ID_MASK}', "node": '"graphNodeId"'},
+                {},
+                where='WHERE "graphNodeId" IS NOT NULL GROUP BY 1, 2',
+            )
+            pids.append(np.asarray(d["pid"].fill_null(-1).to_numpy(zero_copy_only=False), np.int64))
+            nodes.append(np.asarray(d["node"].fill_null(-1).to_numpy(zero_copy_only=False), np.int64))
+        if not pids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(pids), np.concatenate(nodes)
+
+
+def read(path: Path) -> RawTrace:
+    """Read a whole Nsight Systems ``.sqlite`` export or ``.nsys-rep``/``.qdrep`` report
+    into one table (``tracekit ingest`` streams it instead: :class:`Export`).
+
+    >>> read(Path("run.nsys-rep")).meta["profiler"]  # doctest: +SKIP
+    'nsys'
+    """
+    with open_export(path) as ex:
+        parts = [
+            p.drop_columns(["row_key"]) if "row_key" in p.column_names else p
+            for p in ex.batches()
+        ]
+        if parts:
+            table = pa.concat_tables(parts)
+        else:
+            table = pa.table(
+                {"rank": pa.array([], pa.int32()), **{k: pa.array([], t) for k, t in _RAW_TYPES.items()}}
+            )
+        return RawTrace(table=table, meta=ex.meta(), graph_nodes=ex.graph_nodes())
 
 
 GRAPH_NODES = "CUDA_GRAPH_NODE_EVENTS"

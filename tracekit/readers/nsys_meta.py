@@ -10,9 +10,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 if TYPE_CHECKING:
     from tracekit.readers.nsys import _Db
 
@@ -79,27 +76,29 @@ def gpus_of(db: _Db, used: set[int], warnings: list[str]) -> dict[str, str] | No
     return {str(k): keep[k] for k in sorted(keep)}
 
 
-def ranks(table: pa.Table, env: dict[str, str]) -> tuple[dict[int, int], str, int | None]:
-    """Rank per GPU-using process: (pid -> rank, rank_source, world_size)."""
-    gpu = table.filter(pc.is_in(table["kind"], pa.array(["kernel", "memcpy", "memset"])))
-    if gpu.num_rows == 0:
+def ranks(
+    groups: list[tuple[int | None, int | None, int, int, int | None]], env: dict[str, str]
+) -> tuple[dict[int, int], str, int | None]:
+    """Rank per GPU-using process: (pid -> rank, rank_source, world_size).
+
+    ``groups`` has one row per (pid, device) of GPU activity: (pid, device, kernels,
+    activities, first kernel start or None), aggregated in SQL, never per event.
+    """
+    groups = [g for g in groups if g[0] is not None and g[3] > 0]
+    if not groups:
         return {}, "order", None
-    gpu = gpu.append_column("is_kernel", pc.equal(gpu["kind"], "kernel"))
-    per_dev = (
-        gpu.group_by(["pid", "device"])
-        .aggregate([("is_kernel", "sum"), ("start_ns", "count"), ("start_ns", "min")])
-        .to_pylist()
-    )
-    kern = gpu.filter(gpu["is_kernel"]).group_by("pid").aggregate([("start_ns", "min")]).to_pylist()
-    first_kernel = {r["pid"]: r["start_ns_min"] for r in kern}
+    first_kernel: dict[int, int] = {}
     # A process's GPU is the device it ran most kernels on (then most activities):
     # "first device" alone would rank every torchrun worker by device 0, where they
     # all touch a context at start-up.
     best: dict[int, tuple[int, int, int]] = {}
-    for r in per_dev:  # one row per (process, device), not per event
-        key = (r["is_kernel_sum"] or 0, r["start_ns_count"], -(r["device"] or 0))
-        if r["pid"] not in best or key > best[r["pid"]]:
-            best[r["pid"]] = key
+    for pid, device, kernels, activities, first in groups:
+        assert pid is not None
+        if first is not None:
+            first_kernel[pid] = min(first, first_kernel.get(pid, first))
+        key = (kernels, activities, -(device or 0))
+        if pid not in best or key > best[pid]:
+            best[pid] = key
     order = sorted(best, key=lambda p: (-best[p][2], first_kernel.get(p, 2**62), p))
     world = len(order)
     if world == 1:
