@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,9 +278,27 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_
     from tracekit.readers import nsys
 
     t0 = time.perf_counter()
-    with nsys.open_export(path) as ex:
-        sr = ex.stack_ranges()
+    with (
+        nsys.open_export(path) as ex,
+        ThreadPoolExecutor(max_workers=2) as pool,
+        ThreadPoolExecutor(max_workers=1) as reader,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
+        # The NVTX ranges, the launching calls and the per-process GPU groups (ranks)
+        # are read at once, each on its own SQLite connection.
+        f_ranges = pool.submit(ex.stack_ranges)
+
+        def calls_and_nodes() -> tuple[dict[str, np.ndarray], pa.Table | None, tuple[np.ndarray, np.ndarray]]:
+            ex.rank_info()
+            calls = ex.launch_calls()
+            nodes = ex.graph_nodes()
+            replayed = ex.replayed_nodes() if nodes is not None and nodes.num_rows else (np.zeros(0), np.zeros(0))
+            return calls, nodes, replayed
+
+        f_calls = pool.submit(calls_and_nodes)
+        sr = f_ranges.result()
         pm = choose(phase_map, sorted(sr["all_names"]))
+        lc, graph_nodes, (gpid, gnode) = f_calls.result()
         index: RangeIndex | None = None
         if len(sr["row"]):
             rank = np.asarray(
@@ -293,24 +311,31 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_
                 Markers(sr["marker_pid"], sr["marker_tid"], sr["marker_time"], sr["marker_text"]),
             )
         del sr
-        lc = ex.launch_calls()
         launches = Launches(lc["pid"], lc["corr"], lc["tid"], lc["start"]) if len(lc["pid"]) else None
         del lc
         capture: CaptureOps | None = None
-        graph_nodes = ex.graph_nodes()
-        if index is not None and graph_nodes is not None and graph_nodes.num_rows:
-            gpid, gnode = ex.replayed_nodes()
-            if len(gpid):
-                capture = CaptureOps(gpid, gnode, graph_nodes, index)
+        if index is not None and graph_nodes is not None and len(gpid):
+            capture = CaptureOps(gpid, gnode, graph_nodes, index)
         m_rows, m_json = (
             marker_updates(index, index.row) if index is not None else (np.zeros(0, np.int64), [])
         )
+        # A three-stage pipeline: the next batch is read (SQLite) and the previous one
+        # written (Parquet) while this one is labelled; at most three batches live.
         stats = _Stats()
-        for batch in ex.batches():
+        batches = ex.batches()
+        reading = reader.submit(next, batches, None)
+        writing = None
+        while (batch := reading.result()) is not None:
+            reading = reader.submit(next, batches, None)
             table = _label_batch(batch, index, launches, capture, m_rows, m_json, run)
+            del batch
             stats.add(table)
-            write(table)
-            del table, batch
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(write, table)
+            del table
+        if writing is not None:
+            writing.result()
         meta = ex.meta()
     step_mode = index.step_mode if index is not None else "phase"
     return stats.result(path, fmt, meta, pm.to_json(), step_mode, t0)
@@ -403,12 +428,31 @@ def _for_writing(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=WRITE_SCHEMA)
 
 
+#: Columns Parquet dictionary-encodes (they repeat); times, ids and durations are
+#: near-unique, and trying a dictionary on them first only costs time and size.
+_PARQUET_DICT = [
+    "run", "rank", "pid", "tid", "device", "stream", "kind", "name", "short_name", "depth",
+    "category", "collective", "phase", "step", "op", "path", "domain", "payload", "batch_size",
+    "tokens", "layer", "graph_id", "reduce_op", "dtype", "algorithm", "protocol", "launch_tid",
+]
+#: Columns with min/max statistics: what queries filter on and DuckDB prunes by.
+_PARQUET_STATS = ["run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category"]
+
+
 class RunWriter:
     """Parquet output written batch by batch; the run metadata is added at close."""
 
     def __init__(self, path: Path | str):
         self.path = path
-        self.writer = pq.ParquetWriter(path, WRITE_SCHEMA, compression="zstd", store_schema=False)
+        self.writer = pq.ParquetWriter(
+            path,
+            WRITE_SCHEMA,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=_PARQUET_DICT,
+            write_statistics=_PARQUET_STATS,
+            store_schema=False,
+        )
 
     def write(self, table: pa.Table) -> None:
         self.writer.write_table(_for_writing(table), row_group_size=ROW_GROUP)

@@ -30,6 +30,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
@@ -163,7 +164,9 @@ def _tables_or_none(db: Path) -> set[str] | None:
 
 
 def _connect(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(_ro_uri(db), uri=True)
+    # Connections are made per thread and used by one thread at a time; closing may
+    # happen on another.
+    return sqlite3.connect(_ro_uri(db), uri=True, check_same_thread=False)
 
 
 def _ro_uri(db: Path) -> str:
@@ -449,15 +452,21 @@ def _range_names(d: dict[str, pa.Array], strings: _Strings) -> pa.Array:
     return pc.if_else(decoded.is_valid(), decoded, d["text"])
 
 
+Creates = tuple[pa.Array, pa.Array]
+
+
 def _nvtx_part(
-    db: _Db, strings: _Strings, domains: tuple[pa.Array, pa.Array] | None, where: str = ""
-) -> pa.Table | None:
-    """NVTX ranges (and nvtx_ranges payload markers) of a rowid window; unclosed
-    ranges keep a NULL end (the caller clamps them) and ``row_key`` is the rowid."""
+    db: _Db, strings: _Strings, where: str = "", creates: bool = False
+) -> tuple[pa.Table | None, Creates | None]:
+    """NVTX ranges (and nvtx_ranges payload markers) of a rowid window, with
+    ``row_key`` (the rowid) and ``domain_id`` columns; domain names are filled by
+    :func:`_name_domains`, unclosed ranges keep a NULL end (the caller clamps them).
+    With ``creates``, also the window's domain-create events as (ids, names)."""
     if NVTX not in db.tables:
-        return None
+        return None, None
     c = lambda n: _col(db, NVTX, n)  # noqa: E731
-    cond = f'"eventType" IN {_RANGE_TYPES}'
+    types = f"({NVTX_PUSH_POP}, {NVTX_START_END}, {NVTX_MARK}, {NVTX_DOMAIN_CREATE})" if creates else _RANGE_TYPES
+    cond = f'"eventType" IN {types}'
     d = db.columns(
         NVTX,
         {
@@ -473,11 +482,17 @@ def _nvtx_part(
         where=f"{where} AND {cond}" if where else f"WHERE {cond}",
     )
     name = _range_names(d, strings)
+    made: Creates | None = None
+    if creates:
+        is_create = pc.equal(d["event_type"], NVTX_DOMAIN_CREATE)
+        if pc.any(is_create).as_py():
+            made = (pc.filter(d["domain_id"], is_create), pc.filter(name, is_create))
     # Marks are dropped, except nvtx_ranges' payload markers: kept as zero-length
     # ranges, which attribution attaches to the range open around them.
     is_mark = pc.equal(d["event_type"], NVTX_MARK)
-    keep = pc.or_(
-        pc.invert(is_mark), pc.fill_null(pc.starts_with(name, PAYLOAD_MARKER), False)
+    keep = pc.and_(
+        pc.or_(pc.invert(is_mark), pc.fill_null(pc.starts_with(name, PAYLOAD_MARKER), False)),
+        pc.not_equal(d["event_type"], NVTX_DOMAIN_CREATE),
     )
     if not pc.all(keep).as_py():
         d = {k: pc.filter(v, keep) for k, v in d.items()}
@@ -485,22 +500,28 @@ def _nvtx_part(
         is_mark = pc.equal(d["event_type"], NVTX_MARK)
     d["end_ns"] = pc.if_else(is_mark, d["start_ns"], d["end_ns"])
     payload_arr = pc.if_else(pc.equal(d["payload"], ""), pa.scalar(None, pa.string()), d["payload"])
-    domain = pa.nulls(len(name), pa.string())
-    if domains is not None:
-        domain = domains[1].take(pc.index_in(d["domain_id"], value_set=domains[0]))
     nested = pc.equal(d["event_type"], NVTX_PUSH_POP)
-    return _part(
+    table = _part(
         d,
         kind="range",
         name=name,
         short_name=name,
         pid=_pid(d["global_tid"]),
         tid=_tid(d["global_tid"]),
-        domain=domain,
         payload=payload_arr,
         nested=nested,
         row_key=d["row_key"],
     )
+    return table.append_column("domain_id", d["domain_id"]), made
+
+
+def _name_domains(table: pa.Table, domains: Creates | None) -> pa.Table:
+    """Fill ``domain`` from ``domain_id`` (then dropped) with the domain-create names."""
+    if domains is not None:
+        i = table.schema.get_field_index("domain")
+        named = domains[1].take(pc.index_in(table.column("domain_id"), value_set=domains[0]))
+        table = table.set_column(i, "domain", named)
+    return table.drop_columns(["domain_id"])
 
 
 def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
@@ -521,6 +542,21 @@ def _part(d: dict[str, pa.Array], **extra: Any) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- main
+
+_END = object()
+
+
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield ``items`` while the next one is produced on a background thread (one
+    thread for the whole iteration, so a per-thread SQLite connection stays put):
+    SQLite and Arrow release the GIL, so reading overlaps the caller's work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(next, items, _END)
+        while (item := fut.result()) is not _END:
+            fut = pool.submit(next, items, _END)
+            yield item
 
 #: Rows per batch when an export is streamed table by table.
 BATCH_ROWS = 1 << 19
@@ -570,11 +606,15 @@ def _open_sqlite(path: Path, source: Path, fmt: str) -> Iterator[Export]:
         db = _Db(path, warnings)
     except sqlite3.DatabaseError as exc:
         raise _corrupt(source, exc) from exc
+    ex: Export | None = None
     try:
-        yield Export(db, source, fmt, warnings)
+        ex = Export(db, source, fmt, warnings)
+        yield ex
     except sqlite3.DatabaseError as exc:
         raise _corrupt(source, exc) from exc
     finally:
+        if ex is not None:
+            ex.close()
         db.close()
 
 
@@ -606,27 +646,71 @@ class Export:
             if table not in db.tables:
                 warnings.append(f"The trace has no {what} ({table} is absent).")
         self.db, self.source, self.fmt, self.warnings = db, source, fmt, warnings
+        # One SQLite connection per thread: ingest reads several tables at once.
+        self._local = threading.local()
+        self._local.db = db
+        self._extra_dbs: list[_Db] = []
+        self._lock = threading.Lock()
         self.strings = _Strings(db)
-        self.domains = _domains(db, self.strings) if NVTX in db.tables else None
+        self._domains: Creates | None = None
+        self._domains_known = NVTX not in db.tables
+        self._spill: Path | None = None
+        self._spill_dir: str | None = None
         self.unclosed = 0
         self._last: int | None = None
-        env = session_env(db)
-        self.rank_of, self.rank_source, self.world_size = ranks(self._gpu_groups(), env)
-        self._rank_pids = pa.array(sorted(self.rank_of), pa.int64())
-        self._rank_values = pa.array(
-            [self.rank_of[p] for p in self._rank_pids.to_pylist()], pa.int32()
-        )
+        self._rank_info: tuple[dict[int, int], str, int | None] | None = None
+        self._seen_pids: set[int] = set()
+        self._seen_devices: set[int] = set()
+        self._streamed = False
+
+    def _db(self) -> _Db:
+        db: _Db | None = getattr(self._local, "db", None)
+        if db is None:
+            db = _Db(self.db.path, self.warnings)
+            self._local.db = db
+            with self._lock:
+                self._extra_dbs.append(db)
+        return db
+
+    def close(self) -> None:
+        for db in self._extra_dbs:
+            db.close()
+        self._extra_dbs.clear()
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = self._spill = None
+
+    @property
+    def domains(self) -> Creates | None:
+        if not self._domains_known:
+            self._domains = _domains(self._db(), self.strings)
+            self._domains_known = True
+        return self._domains
+
+    @property
+    def rank_of(self) -> dict[int, int]:
+        return self.rank_info()[0]
+
+    def rank_info(self) -> tuple[dict[int, int], str, int | None]:
+        """(pid -> rank, rank source, world size), from per-process GPU activity."""
+        if self._rank_info is None:
+            info = ranks(self._gpu_groups(), session_env(self._db()))
+            self._rank_pids = pa.array(sorted(info[0]), pa.int64())
+            self._rank_values = pa.array([info[0][p] for p in self._rank_pids.to_pylist()], pa.int32())
+            self._rank_info = info
+        return self._rank_info
 
     # ----------------------------------------------------------- run-level facts
 
     def _gpu_groups(self) -> list[tuple[int | None, int | None, int, int, int | None]]:
         """(pid, device, kernels, activities, first kernel start) per process and device."""
         acc: dict[tuple[int | None, int | None], list[Any]] = {}
+        db = self._db()
         for table in GPU_TABLES:
-            cols = self.db.cols(table)
-            if table not in self.db.tables or "globalPid" not in cols or "deviceId" not in cols:
+            cols = db.cols(table)
+            if table not in db.tables or "globalPid" not in cols or "deviceId" not in cols:
                 continue
-            rows = self.db.rows(
+            rows = db.rows(
                 f'SELECT ("globalPid" >> 24) & {_ID_MASK}, "deviceId", count(*), min("start") '
                 f'FROM "{table}" GROUP BY 1, 2'
             )
@@ -639,15 +723,17 @@ class Export:
         return [(p, d, k, n, f) for (p, d), (k, n, f) in acc.items()]
 
     def rank(self, pid: pa.Array) -> pa.Array:
+        self.rank_info()
         return self._rank_values.take(pc.index_in(pid, value_set=self._rank_pids))
 
     def last_ns(self) -> int:
         """The trace's last timestamp: where ranges still open at the end are clamped."""
         if self._last is None:
             last = 0
+            db = self._db()
             for table in EVENT_TABLES:
-                if table in self.db.tables and {"start", "end"} <= set(self.db.cols(table)):
-                    hi = self.db.rows(f'SELECT max("end"), max("start") FROM "{table}"')[0]
+                if table in db.tables and {"start", "end"} <= set(db.cols(table)):
+                    hi = db.rows(f'SELECT max("end"), max("start") FROM "{table}"')[0]
                     last = max([last, *(v for v in hi if v is not None)])
             self._last = last
         return self._last
@@ -668,9 +754,9 @@ class Export:
                 for p, n in db.rows("SELECT pid, name FROM PROCESSES")
                 if p is not None and n is not None
             }
-        all_pids: set[int] = set()
-        used: set[int] = set()
-        for table in EVENT_TABLES:
+        rank_of, rank_source, world_size = self.rank_info()
+        all_pids, used = set(self._seen_pids), set(self._seen_devices)
+        for table in EVENT_TABLES if not self._streamed else ():
             cols = self.db.cols(table)
             if table not in db.tables:
                 continue
@@ -685,7 +771,7 @@ class Export:
             if table in (*GPU_TABLES, SYNC) and "deviceId" in cols:
                 used |= {int(r[0]) for r in db.rows(f'SELECT DISTINCT "deviceId" FROM "{table}"') if r[0] is not None}
         processes = sorted(
-            ({"pid": p, "rank": self.rank_of.get(p), "name": names.get(p)} for p in all_pids),
+            ({"pid": p, "rank": rank_of.get(p), "name": names.get(p)} for p in all_pids),
             key=lambda r: (r["rank"] is None, r["rank"] or 0, r["pid"]),
         )
         meta: dict[str, Any] = {
@@ -695,8 +781,8 @@ class Export:
             "export_schema_version": meta_value(db, ["EXPORT_SCHEMA_VERSION"]),
             "source": str(self.source),
             "processes": processes,
-            "rank_source": self.rank_source,
-            "world_size": self.world_size,
+            "rank_source": rank_source,
+            "world_size": world_size,
             "warnings": warnings,
         }
         gpus = gpus_of(db, used, warnings)
@@ -707,8 +793,11 @@ class Export:
     # ----------------------------------------------------------- row batches
 
     def _windows(self, table: str, rows: int) -> Iterator[str]:
-        lo, hi = self.db.rows(f'SELECT min(rowid), max(rowid) FROM "{table}"')[0]
-        if lo is None:
+        db = self._db()
+        # Two queries: SQLite answers a lone min() or max() of rowid from the b-tree.
+        lo = db.rows(f'SELECT min(rowid) FROM "{table}"')[0][0]
+        hi = db.rows(f'SELECT max(rowid) FROM "{table}"')[0][0]
+        if lo is None or hi is None:
             return
         for a in range(int(lo) - 1, int(hi), rows):
             yield f"WHERE rowid > {a} AND rowid <= {a + rows}"
@@ -719,37 +808,56 @@ class Export:
         NVTX rowid) on ranges.  Unclosed ranges are clamped to the trace's end."""
         rows = rows or BATCH_ROWS
         s = self.strings
+        db = self._db()
         parts: list[tuple[str, Callable[[str], pa.Table | None]]] = [
-            (KERNEL, lambda w: _gpu_part(self.db, s, KERNEL, "kernel", w)),
-            (MEMCPY, lambda w: _gpu_part(self.db, s, MEMCPY, "memcpy", w)),
-            (MEMSET, lambda w: _gpu_part(self.db, s, MEMSET, "memset", w)),
-            (SYNC, lambda w: _gpu_part(self.db, s, SYNC, "sync", w)),
-            (RUNTIME, lambda w: _runtime_part(self.db, s, RUNTIME, w)),
-            (DRIVER, lambda w: _runtime_part(self.db, s, DRIVER, w)),
-            (NVTX, lambda w: _nvtx_part(self.db, s, self.domains, w)),
+            (KERNEL, lambda w: _gpu_part(db, s, KERNEL, "kernel", w)),
+            (MEMCPY, lambda w: _gpu_part(db, s, MEMCPY, "memcpy", w)),
+            (MEMSET, lambda w: _gpu_part(db, s, MEMSET, "memset", w)),
+            (SYNC, lambda w: _gpu_part(db, s, SYNC, "sync", w)),
+            (RUNTIME, lambda w: _runtime_part(db, s, RUNTIME, w)),
+            (DRIVER, lambda w: _runtime_part(db, s, DRIVER, w)),
+            (NVTX, lambda w: _nvtx_part(db, s, w)[0]),
         ]
         for table, part in parts:
-            if table not in self.db.tables:
+            if table not in db.tables:
                 continue
-            for where in self._windows(table, rows):
-                t = part(where)
+            for t in self._spilled() if table == NVTX and self._spill else (
+                part(where) for where in self._windows(table, rows)
+            ):
                 if t is None or t.num_rows == 0:
                     continue
                 if table == NVTX:
+                    t = _name_domains(t, self.domains)
                     open_ = t.column("end_ns").null_count
                     if open_:
                         self.unclosed += open_
                         i = t.schema.get_field_index("end_ns")
                         t = t.set_column(i, "end_ns", t.column("end_ns").fill_null(self.last_ns()))
+                self._seen_pids.update(p for p in pc.unique(t.column("pid")).to_pylist() if p is not None)
+                self._seen_devices.update(
+                    d for d in pc.unique(t.column("device")).to_pylist() if d is not None
+                )
                 yield t.add_column(0, "rank", self.rank(t.column("pid")))
+        self._streamed = True
+
+    def _spilled(self) -> Iterator[pa.Table]:
+        assert self._spill is not None
+        with pa.OSFile(str(self._spill)) as fh:
+            reader = pa.ipc.open_file(fh)
+            for i in range(reader.num_record_batches):
+                yield pa.Table.from_batches([reader.get_batch(i)])
 
     # ----------------------------------------------------------- attribution inputs
 
-    def stack_ranges(self, rows: int | None = None) -> dict[str, Any]:
+    def stack_ranges(self, rows: int | None = None, spill: bool = True) -> dict[str, Any]:
         """What attribution needs of the NVTX ranges, as narrow arrays in rowid order:
         push/pop ranges usable as launch stacks (``row``, ``pid``, ``tid``, ``start``,
         ``end``, ``names`` as base-name codes and ``name_values``), their payloads
-        (sparse), nvtx_ranges payload markers, and every range's base name."""
+        (sparse), nvtx_ranges payload markers, and every range's base name.
+
+        NVTX is read once: with ``spill``, the full rows of each window go to an
+        lz4-compressed Arrow IPC file in a temporary folder, which :meth:`batches`
+        then reads back instead of querying SQLite a second time."""
         empty = np.zeros(0, np.int64)
         out: dict[str, Any] = {
             "row": empty, "pid": empty, "tid": empty, "start": empty, "end": empty,
@@ -757,117 +865,116 @@ class Export:
             "payload_pos": empty, "payload_text": [],
             "marker_pid": empty, "marker_tid": empty, "marker_time": empty, "marker_text": [],
         }
-        if NVTX not in self.db.tables:
+        db = self._db()
+        if NVTX not in db.tables:
             return out
         from tracekit.attribute import base_names
 
-        rows = rows or 4 * BATCH_ROWS
-        c = lambda n: _col(self.db, NVTX, n)  # noqa: E731
+        rows = rows or BATCH_ROWS
         values: dict[str, int] = {}
-        acc: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "gtid", "start", "end", "names")}
-        markers: dict[str, list[Any]] = {"gtid": [], "time": [], "text": []}
-        cond = f'"eventType" IN {_RANGE_TYPES}'
-        unclosed = 0
-        for where in self._windows(NVTX, rows):
-            d = self.db.columns(
-                NVTX,
-                {
-                    "row": "rowid",
-                    "start": c("start"),
-                    "end": c("end"),
-                    "event_type": c("eventType"),
-                    "gtid": c("globalTid"),
-                    "text_id": c("textId"),
-                },
-                {"text": c("text")},
-                where=f"{where} AND {cond}",
-            )
-            names = _range_names(d, self.strings)
-            enc = pc.dictionary_encode(base_names(names))
-            local = [values.setdefault(v or "", len(values)) for v in enc.dictionary.to_pylist()]
-            codes = np.asarray([*local, values.setdefault("", len(values))], np.int64)[
-                np.asarray(pc.fill_null(enc.indices, len(local)).to_numpy(zero_copy_only=False), np.int64)
-            ]
-            et = np.asarray(d["event_type"].fill_null(0).to_numpy(zero_copy_only=False))
-            start = np.asarray(d["start"].fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-            end_arr = d["end"]
-            gtid = d["gtid"]
-            is_mark = et == NVTX_MARK
-            if is_mark.any():
-                mk = is_mark & np.asarray(
+        keys = ("row", "pid", "tid", "start", "end", "names")
+        acc: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+        pl_pos: list[np.ndarray] = []
+        pl_text: list[Any] = []
+        markers: dict[str, list[Any]] = {"pid": [], "tid": [], "time": [], "text": []}
+        creates: list[Creates] = []
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+        n_kept = 0
+
+        def np64(a: pa.Array | pa.ChunkedArray, fill: int = -1) -> np.ndarray:
+            return np.asarray(pc.fill_null(a, fill).to_numpy(zero_copy_only=False), np.int64)
+
+        def fetch() -> Iterator[tuple[pa.Table | None, Creates | None]]:
+            wdb = self._db()  # the prefetch thread's own connection
+            for where in self._windows(NVTX, rows):
+                yield _nvtx_part(wdb, self.strings, where, creates=True)
+
+        try:
+            for t, made in prefetched(fetch()):
+                if made is not None:
+                    creates.append(made)
+                if t is None or t.num_rows == 0:
+                    continue
+                if spill:
+                    if writer is None:
+                        self._spill_dir = tempfile.mkdtemp(prefix="tracekit-nvtx-")
+                        self._spill = Path(self._spill_dir) / "nvtx.arrow"
+                        writer = pa.ipc.new_file(
+                            str(self._spill), t.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                        )
+                    writer.write_table(t)
+                names = t.column("name")
+                enc = pc.dictionary_encode(base_names(names).combine_chunks())
+                dist = enc.dictionary.to_pylist()
+                local = [values.setdefault(v or "", len(values)) for v in dist]
+                codes = np.asarray([*local, values.setdefault("", len(values))], np.int64)[
+                    np64(enc.indices, len(local))
+                ]
+                out["all_names"].update(v for v in dist if v)
+                start = np64(t.column("start_ns"), 0)
+                end_col = t.column("end_ns")
+                if end_col.null_count:
+                    end_col = end_col.fill_null(self.last_ns())
+                end = np64(end_col, 0)
+                tid = np64(t.column("tid"))
+                pid = np64(t.column("pid"))
+                nested = np.asarray(t.column("nested").to_numpy(zero_copy_only=False), bool)
+                marker = (start == end) & np.asarray(
                     pc.fill_null(pc.starts_with(names, PAYLOAD_MARKER), False).to_numpy(
                         zero_copy_only=False
                     ),
                     bool,
-                )
-                mk &= np.asarray(gtid.is_valid().to_numpy(zero_copy_only=False), bool)
-                m = np.flatnonzero(mk)
-                markers["gtid"].append(np.asarray(gtid.take(pa.array(m)).to_numpy(zero_copy_only=False), np.int64))
-                markers["time"].append(start[m])
-                markers["text"].extend(names.take(pa.array(m)).to_pylist())
-            n_open = end_arr.null_count if (et == NVTX_PUSH_POP).any() else 0
-            if n_open:
-                unclosed += n_open
-                end_arr = end_arr.fill_null(self.last_ns())
-            end = np.asarray(end_arr.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-            keep = np.flatnonzero(
-                (et == NVTX_PUSH_POP)
-                & np.asarray(gtid.is_valid().to_numpy(zero_copy_only=False), bool)
-                & (end > start)
+                ) & (tid >= 0)
+                if marker.any():
+                    m = np.flatnonzero(marker)
+                    markers["pid"].append(pid[m])
+                    markers["tid"].append(tid[m])
+                    markers["time"].append(start[m])
+                    markers["text"].extend(names.take(pa.array(m)).to_pylist())
+                keep = np.flatnonzero(nested & (tid >= 0) & (end > start))
+                for k, v in zip(keys, (np64(t.column("row_key")), pid, tid, start, end, codes), strict=True):
+                    acc[k].append(v[keep])
+                payload = t.column("payload").take(pa.array(keep))
+                if payload.null_count < len(payload):
+                    has = np.flatnonzero(np.asarray(payload.is_valid().to_numpy(zero_copy_only=False), bool))
+                    pl_pos.append(has + n_kept)
+                    pl_text.extend(payload.take(pa.array(has)).to_pylist())
+                n_kept += len(keep)
+        finally:
+            if writer is not None:
+                writer.close()
+        if creates:
+            self._domains = (
+                pa.concat_arrays([c[0] for c in creates]),
+                pa.concat_arrays([c[1] for c in creates]),
             )
-            acc["row"].append(np.asarray(d["row"].to_numpy(zero_copy_only=False), np.int64)[keep])
-            acc["gtid"].append(np.asarray(gtid.take(pa.array(keep)).to_numpy(zero_copy_only=False), np.int64))
-            acc["start"].append(start[keep])
-            acc["end"].append(end[keep])
-            acc["names"].append(codes[keep])
-            out["all_names"].update(v for v in enc.dictionary.to_pylist() if v)
+        self._domains_known = True
         cat = {k: (np.concatenate(v) if v else empty) for k, v in acc.items()}
         del acc
-        out.update(
-            row=cat["row"],
-            pid=(cat["gtid"] >> 24) & _ID_MASK,
-            tid=cat["gtid"] & _ID_MASK,
-            start=cat["start"],
-            end=cat["end"],
-            names=cat["names"],
-            name_values=list(values),
-        )
-        if markers["gtid"]:
-            g = np.concatenate(markers["gtid"])
+        out.update(cat)
+        out["name_values"] = list(values)
+        out["payload_pos"] = np.concatenate(pl_pos) if pl_pos else empty
+        out["payload_text"] = pl_text
+        if markers["pid"]:
             out.update(
-                marker_pid=(g >> 24) & _ID_MASK,
-                marker_tid=g & _ID_MASK,
+                marker_pid=np.concatenate(markers["pid"]),
+                marker_tid=np.concatenate(markers["tid"]),
                 marker_time=np.concatenate(markers["time"]),
                 marker_text=markers["text"],
             )
-        payload = _payload_sql(self.db)
-        if payload is not None:
-            rows_pl = self.db.columns(
-                NVTX,
-                {"row": "rowid"},
-                {"payload": payload},
-                where=f'WHERE "eventType" = {NVTX_PUSH_POP} AND ({payload}) IS NOT NULL',
-            )
-            r = np.asarray(rows_pl["row"].to_numpy(zero_copy_only=False), np.int64)
-            pos = np.searchsorted(out["row"], r)
-            ok = np.zeros(len(r), bool)
-            if len(out["row"]):
-                ok = (pos < len(out["row"])) & (out["row"][np.clip(pos, 0, len(out["row"]) - 1)] == r)
-            text = rows_pl["payload"]
-            out["payload_pos"] = pos[ok]
-            out["payload_text"] = text.filter(pa.array(ok)).to_pylist() if len(r) else []
         return out
 
     def launch_calls(self) -> dict[str, np.ndarray]:
         """CUDA runtime and driver calls with a correlation: pid, tid, correlation, start."""
         parts: list[dict[str, pa.Array]] = []
+        db = self._db()
         for table in (RUNTIME, DRIVER):
-            if table not in self.db.tables or "correlationId" not in self.db.cols(table):
+            if table not in db.tables or "correlationId" not in db.cols(table):
                 continue
             parts.append(
-                self.db.columns(
+                db.columns(
                     table,
-                    {"gtid": _col(self.db, table, "globalTid"), "corr": '"correlationId"', "start": '"start"'},
+                    {"gtid": _col(db, table, "globalTid"), "corr": '"correlationId"', "start": '"start"'},
                     {},
                     where='WHERE "correlationId" IS NOT NULL',
                 )
@@ -884,17 +991,18 @@ class Export:
         return {"pid": (g >> 24) & _ID_MASK, "tid": g & _ID_MASK, "corr": cat("corr"), "start": cat("start")}
 
     def graph_nodes(self) -> pa.Table | None:
-        return _graph_nodes(self.db)
+        return _graph_nodes(self._db())
 
     def replayed_nodes(self) -> tuple[np.ndarray, np.ndarray]:
         """(pid, graph node id) of every distinct node GPU work was replayed from."""
         pids: list[np.ndarray] = []
         nodes: list[np.ndarray] = []
+        db = self._db()
         for table in GPU_TABLES:
-            cols = self.db.cols(table)
-            if table not in self.db.tables or not {"graphNodeId", "globalPid"} <= set(cols):
+            cols = db.cols(table)
+            if table not in db.tables or not {"graphNodeId", "globalPid"} <= set(cols):
                 continue
-            d = self.db.columns(
+            d = db.columns(
                 table,
                 {"pid": f'("globalPid" >> 24) & {_ID_MASK}', "node": '"graphNodeId"'},
                 {},
