@@ -241,7 +241,7 @@ def bench_kineto(cases: list[tuple[str, Path]], repeat: int, timeout: float) -> 
     return rows
 
 
-def bench_nsys(kernels: float, ranges: float, timeout: float) -> dict[str, Any] | None:
+def bench_nsys(kernels: float, ranges: float, timeout: float, stats: bool = True) -> dict[str, Any] | None:
     nsys = shutil.which("nsys")
     if not NSYS_SRC.exists():
         return None
@@ -258,7 +258,7 @@ def bench_nsys(kernels: float, ranges: float, timeout: float) -> dict[str, Any] 
     c = counts(db)
     row: dict[str, Any] = {"input": db.name, "mb": round(db.stat().st_size / 1e6, 1), **c}
     print(f"nsys: {row}", flush=True)
-    if nsys:
+    if nsys and stats:
         prefix = DATA / "out" / "nvtxkernsum"
         prefix.parent.mkdir(parents=True, exist_ok=True)
         m = measure(
@@ -271,7 +271,9 @@ def bench_nsys(kernels: float, ranges: float, timeout: float) -> dict[str, Any] 
         ver = subprocess.run([nsys, "--version"], capture_output=True, text=True).stdout.strip()
         row["nsys_version"] = ver
     else:
-        row["nsys_stats"] = {"error": "nsys not on PATH (run .ci/install-nsys.sh as root)"}
+        row["nsys_stats"] = {
+            "error": "skipped (--no-nsys-stats)" if nsys else "nsys not on PATH (run .ci/install-nsys.sh as root)"
+        }
     out = DATA / "out" / f"{db.stem}.parquet"
     m = _tracekit([db], out, timeout)
     m.pop("stdout", None)
@@ -328,17 +330,20 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {r.get('memory_ratio', 'n/a')} |"
             )
         lines.append("")
-    n = res.get("nsys")
-    if n:
-        ns, tk = n.get("nsys_stats", {}), n.get("tracekit", {})
+    if res.get("nsys"):
         lines += [
-            "| input | MB | kernels | NVTX ranges | nsys stats s | tracekit s | speedup | nsys peak RSS MB | tracekit peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {n['input']} | {n['mb']} | {n['kernels']:,} | {n['ranges']:,} | {ns.get('wall_s', 'n/a')} "
-            f"| {tk.get('wall_s', 'n/a')} | {n.get('speedup', 'n/a')} | {ns.get('peak_tree_rss_mb', 'n/a')} "
-            f"| {tk.get('peak_tree_rss_mb', 'n/a')} |",
-            "",
+            "| input | MB | kernels | NVTX ranges | nsys stats s | tracekit s | speedup | nsys peak RSS MB "
+            "| tracekit peak RSS MB | tracekit RSS / input |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        for n in res["nsys"]:
+            ns, tk = n.get("nsys_stats", {}), n.get("tracekit", {})
+            lines.append(
+                f"| {n['input']} | {n['mb']} | {n['kernels']:,} | {n['ranges']:,} | {ns.get('wall_s', 'n/a')} "
+                f"| {tk.get('wall_s', 'n/a')} | {n.get('speedup', 'n/a')} | {ns.get('peak_tree_rss_mb', 'n/a')} "
+                f"| {tk.get('peak_tree_rss_mb', 'n/a')} | {tk.get('rss_over_input', 'n/a')} |"
+            )
+        lines.append("")
     if res.get("queries"):
         lines += [f"queries over {res['queries_on']} ({res['queries_rows']:,} rows):", "",
                   "| query | result rows | best s | < 2 s |", "|---|---|---|---|"]
@@ -356,14 +361,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="kineto,nsys,queries", help="comma list of benchmarks")
     ap.add_argument("--size-mb", type=float, default=1024, help="scaled Kineto input, total MB")
     ap.add_argument("--ranks", type=int, default=8, help="scaled Kineto input, rank files")
-    ap.add_argument("--nsys-kernels", type=float, default=5e6)
-    ap.add_argument("--nsys-ranges", type=float, default=1e7)
+    ap.add_argument(
+        "--nsys-sizes",
+        default="2e5:1e6,5e6:1e7",
+        help="scaled Nsight inputs as KERNELS:RANGES pairs (at least that many of each)",
+    )
+    ap.add_argument("--no-nsys-stats", action="store_true", help="skip nsys stats (tracekit side only)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per side (best wall time reported)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per child run")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
+    sizes = [tuple(float(x) for x in pair.split(":")) for pair in args.nsys_sizes.split(",")]
     if args.quick:
-        args.nsys_kernels, args.nsys_ranges = min(args.nsys_kernels, 2e5), min(args.nsys_ranges, 1e6)
+        sizes = [s for s in sizes if s[0] <= 2e5] or [(2e5, 1e6)]
 
     res: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -374,7 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     if "kineto" in only:
         res["kineto"] = bench_kineto(kineto_inputs(args.quick, args.size_mb, args.ranks), args.repeat, args.timeout)
     if "nsys" in only:
-        res["nsys"] = bench_nsys(args.nsys_kernels, args.nsys_ranges, args.timeout)
+        res["nsys"] = [
+            r
+            for k, r_ in sizes
+            if (r := bench_nsys(k, r_, args.timeout, stats=not args.no_nsys_stats)) is not None
+        ]
     if "queries" in only:
         import pyarrow.parquet as pq
 

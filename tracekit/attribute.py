@@ -149,23 +149,32 @@ class RangeIndex:
         n = len(row)
         self.n = n
         self.row = row
-        # Threads: dense code per (pid, tid) pair.
-        self.t_pids, pcode = _dense_codes(pid)
-        self.t_tids, tcode = _dense_codes(tid)
-        self.t_pairs, thread = _dense_codes(pcode * (len(self.t_tids) + 1) + tcode)
-        n_threads = max(len(self.t_pairs), 1)
         # Times -> offsets that keep every comparison between a query point and a
-        # range boundary; combined with the thread into one int64 key.
+        # range boundary; combined with the thread into one int64 key.  Inputs are
+        # dropped as soon as they are folded into keys (this index is what stays in
+        # memory while a large export streams past).
         self.t_min = int(start.min(initial=0))
         t_max = int(end.max(initial=0))
+        # Threads: dense code per (pid, tid) pair.
+        self.t_pids, pcode = _dense_codes(pid)
+        del pid
+        self.t_tids, tcode = _dense_codes(tid)
+        del tid
+        pair = pcode * (len(self.t_tids) + 1) + tcode
+        del pcode, tcode
+        self.t_pairs, thread = _dense_codes(pair)
+        del pair
+        n_threads = max(len(self.t_pairs), 1)
         self.t_span = t_max - self.t_min + 3
         self.bounds: np.ndarray | None = None
         if n_threads * self.t_span >= 2**62:  # huge clock span: rank among boundaries
             self.bounds = np.unique(np.concatenate([start, end]))
             self.t_span = len(self.bounds) + 2
-        self.k_start = thread * self.t_span + self._offset(start)
-        self.k_end = thread * self.t_span + self._offset(end)
-        del thread
+        thread *= self.t_span
+        self.k_start = thread + self._offset(start)
+        del start
+        self.k_end = thread + self._offset(end)
+        del end, thread
 
         order = np.lexsort((-self.k_end, self.k_start))  # by start, longer first
         ks = self.k_start[order]
@@ -173,17 +182,21 @@ class RangeIndex:
         self.k_end_sorted = np.sort(self.k_end)
         # Depth = ranges opened before me on my thread minus those closed by my start
         # (keys of other threads sort wholly before or after, so the counts cancel).
-        depth_sorted = np.maximum(
-            np.arange(n) - np.searchsorted(self.k_end_sorted, ks, side="right"), 0
-        )
+        closed = np.searchsorted(self.k_end_sorted, ks, side="right")
+        depth_sorted = np.arange(n, dtype=np.int64)
+        depth_sorted -= closed
+        del closed
+        np.maximum(depth_sorted, 0, out=depth_sorted)
+        depth_sorted = depth_sorted.astype(np.int32)
         self.depth = np.empty(n, np.int32)
         self.depth[order] = depth_sorted
         # Per depth, the ranges' start keys (sorted) and their positions.
         self.levels: list[tuple[np.ndarray, np.ndarray]] = []
-        self.parent = np.full(n, _NONE, np.int64)
+        self.parent = np.full(n, _NONE, np.int32)
         for d in range(int(depth_sorted.max(initial=-1)) + 1):
             sel = np.flatnonzero(depth_sorted == d)
-            keys, pos = ks[sel], order[sel]
+            keys, pos = ks[sel], order[sel].astype(np.int32)
+            del sel
             self.levels.append((keys, pos))
             if d == 0:
                 continue
@@ -263,15 +276,15 @@ class RangeIndex:
         # also drop module instance numbers.  Facts are computed per distinct name.
         full_values = [v if v is not None else "" for v in raw_names] + [""]
         self.name_values = [_clean(v) for v in full_values]
-        name_id = np.where(name_codes < 0, len(full_values) - 1, name_codes).astype(np.int64)
+        name_id = np.where(name_codes < 0, len(full_values) - 1, name_codes).astype(np.int32)
         d_phase = [phase_map.phase_of(v) for v in full_values]
         self.phase_values = sorted({p for p in d_phase if p is not None})
         d_phase_id = np.array(
-            [self.phase_values.index(p) if p else _NONE for p in d_phase], np.int64
+            [self.phase_values.index(p) if p else _NONE for p in d_phase], np.int16
         )
         d_step = _per_distinct(full_values, phase_map.is_step, bool)
         d_layer = _per_distinct(
-            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int64
+            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int32
         )
         d_skip = _per_distinct(full_values, phase_map.is_skip, bool)
         r_phase_id = d_phase_id[name_id]
@@ -283,9 +296,9 @@ class RangeIndex:
 
         # Inherit down the tree, one nesting level at a time (top-down).  Paths are
         # interned: a path id per distinct (parent path, name) pair.
-        ar = np.arange(n)
+        ar = np.arange(n, dtype=np.int32)
         self.path_values: list[str] = []
-        path_id = np.full(n, _NONE, np.int64)
+        path_id = np.full(n, _NONE, np.int32)
         ph = np.where(r_is_phase, ar, _NONE)
         st = np.where(r_is_step, ar, _NONE)
         op = np.where(eligible, ar, _NONE)
@@ -294,7 +307,7 @@ class RangeIndex:
         nn = len(self.name_values) + 1
         for d, (_, idx) in enumerate(self.levels):
             par = self.parent[idx]
-            parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE)
+            parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE).astype(np.int64)
             ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
             base = len(self.path_values)
             for pp, nm in zip((ukey // nn - 1).tolist(), (ukey % nn).tolist(), strict=True):
@@ -345,7 +358,7 @@ class RangeIndex:
         newgrp = np.ones(len(rk), bool)
         newgrp[1:] = rk[1:] != rk[:-1]
         grp_first = np.maximum.accumulate(np.where(newgrp, np.arange(len(rk)), 0))
-        step_no = np.full(n, _NONE, np.int64)
+        step_no = np.full(n, _NONE, np.int32)
         step_no[sd_sorted] = np.arange(len(rk)) - grp_first
         dc = np.clip(defining, 0, None)
         has_def = defining >= 0
@@ -358,12 +371,12 @@ class RangeIndex:
             if text:
                 self.sd_batch[i] = _payload_number(text, "batch_size")
                 self.sd_tokens[i] = _payload_number(text, "tokens")
-        sd_of = np.full(n, len(sd), np.int64)
+        sd_of = np.full(n, len(sd), np.int32)
         sd_of[sd] = np.arange(len(sd))
         self.defining_sd = np.where(has_def, sd_of[dc], len(sd)).astype(np.int32)
         self.step = np.where(has_def, step_no[dc], _NONE).astype(np.int32)
         del step_no, sd_of
-        self.path = path_id.astype(np.int32)
+        self.path = path_id
         self.op = np.where(op >= 0, name_id[np.clip(op, 0, None)], _NONE).astype(np.int32)
         self.phase = np.where(ph >= 0, r_phase_id[np.clip(ph, 0, None)], _NONE).astype(np.int16)
         self.layer = ly.astype(np.int32)

@@ -933,7 +933,8 @@ class Export:
                     markers["text"].extend(names.take(pa.array(m)).to_pylist())
                 keep = np.flatnonzero(nested & (tid >= 0) & (end > start))
                 for k, v in zip(keys, (np64(t.column("row_key")), pid, tid, start, end, codes), strict=True):
-                    acc[k].append(v[keep])
+                    # pid, tid (24-bit) and name codes fit int32: this is what stays.
+                    acc[k].append(v[keep].astype(np.int32) if k in ("pid", "tid", "names") else v[keep])
                 payload = t.column("payload").take(pa.array(keep))
                 if payload.null_count < len(payload):
                     has = np.flatnonzero(np.asarray(payload.is_valid().to_numpy(zero_copy_only=False), bool))
@@ -949,9 +950,10 @@ class Export:
                 pa.concat_arrays([c[1] for c in creates]),
             )
         self._domains_known = True
-        cat = {k: (np.concatenate(v) if v else empty) for k, v in acc.items()}
-        del acc
-        out.update(cat)
+        for k in keys:  # one key at a time, so the parts and the whole overlap for one key
+            parts = acc.pop(k)
+            out[k] = np.concatenate(parts) if parts else empty
+            del parts
         out["name_values"] = list(values)
         out["payload_pos"] = np.concatenate(pl_pos) if pl_pos else empty
         out["payload_text"] = pl_text
