@@ -178,11 +178,9 @@ class RangeIndex:
 
         order = np.lexsort((-self.k_end, self.k_start))  # by start, longer first
         ks = self.k_start[order]
-        self.k_start_sorted = ks
-        self.k_end_sorted = np.sort(self.k_end)
         # Depth = ranges opened before me on my thread minus those closed by my start
         # (keys of other threads sort wholly before or after, so the counts cancel).
-        closed = np.searchsorted(self.k_end_sorted, ks, side="right")
+        closed = np.searchsorted(np.sort(self.k_end), ks, side="right")
         depth_sorted = np.arange(n, dtype=np.int64)
         depth_sorted -= closed
         del closed
@@ -190,24 +188,32 @@ class RangeIndex:
         depth_sorted = depth_sorted.astype(np.int32)
         self.depth = np.empty(n, np.int32)
         self.depth[order] = depth_sorted
-        # Per depth, the ranges' start keys (sorted) and their positions.
-        self.levels: list[tuple[np.ndarray, np.ndarray]] = []
+        # Parents, one nesting level at a time: the last range of the level above
+        # that started at or before me, on my thread.
+        levels: list[np.ndarray] = []  # per depth: positions, by start
         self.parent = np.full(n, _NONE, np.int32)
+        prev_keys: np.ndarray | None = None
         for d in range(int(depth_sorted.max(initial=-1)) + 1):
             sel = np.flatnonzero(depth_sorted == d)
             keys, pos = ks[sel], order[sel].astype(np.int32)
             del sel
-            self.levels.append((keys, pos))
-            if d == 0:
-                continue
-            p_keys, p_pos = self.levels[d - 1]
-            at = np.searchsorted(p_keys, keys, side="right") - 1
-            cand = np.where(at >= 0, p_pos[np.clip(at, 0, None)], _NONE)
-            c = np.clip(cand, 0, None)
-            same = (cand >= 0) & (self.k_start[c] // self.t_span == keys // self.t_span)
-            self.parent[pos] = np.where(same, cand, _NONE)
-        del order, depth_sorted
-        self._derive(rank, name_codes, name_values, phase_map, payload_pos, payload_text, markers)
+            levels.append(pos)
+            if d > 0 and prev_keys is not None:
+                p_pos = levels[d - 1]
+                at = np.searchsorted(prev_keys, keys, side="right") - 1
+                cand = np.where(at >= 0, p_pos[np.clip(at, 0, None)], _NONE)
+                c = np.clip(cand, 0, None)
+                same = (cand >= 0) & (self.k_end[c] // self.t_span == keys // self.t_span)
+                self.parent[pos] = np.where(same, cand, _NONE)
+            prev_keys = keys
+        del depth_sorted, prev_keys
+        # What lookups keep: starts in order (with their positions), ends, parents.
+        self.k_start_sorted = ks
+        self.order = order.astype(np.int32)
+        del order
+        self.max_depth = len(levels)
+        self._derive(levels, rank, name_codes, name_values, phase_map, payload_pos, payload_text, markers)
+        del self.k_start
 
     # ------------------------------------------------------------------ lookups
 
@@ -224,7 +230,12 @@ class RangeIndex:
 
     def lookup(self, pid: np.ndarray, tid: np.ndarray, time: np.ndarray) -> np.ndarray:
         """Position of the innermost range open on thread (pid, tid) at ``time``
-        (start <= time < end), or -1."""
+        (start <= time < end), or -1.
+
+        The range that started last at or before the point (the shortest, at equal
+        starts) is the innermost one if it is still open; else the innermost open
+        range is its nearest ancestor that is, found by climbing parents (at most
+        the nesting depth, vectorised over all points)."""
         out = np.full(len(pid), _NONE, np.int64)
         if self.n == 0 or len(pid) == 0:
             return out
@@ -233,25 +244,16 @@ class RangeIndex:
         if not len(known):
             return out
         q = th[known] * self.t_span + self._offset(time[known])
-        level = (
-            np.searchsorted(self.k_start_sorted, q, side="right")
-            - np.searchsorted(self.k_end_sorted, q, side="right")
-            - 1
-        )
-        res = np.full(len(q), _NONE, np.int64)
-        for d, (keys, pos) in enumerate(self.levels):
-            sel = np.flatnonzero(level == d)
-            if not len(sel):
-                continue
-            at = np.searchsorted(keys, q[sel], side="right") - 1
-            res[sel] = np.where(at >= 0, pos[np.clip(at, 0, None)], _NONE)
-        # Improperly nested input: climb while the candidate does not contain the point.
-        for _ in range(len(self.levels)):
-            c = np.clip(res, 0, None)
-            bad = (res >= 0) & ((self.k_start[c] > q) | (self.k_end[c] <= q))
-            if not bad.any():
+        at = np.searchsorted(self.k_start_sorted, q, side="right") - 1
+        res = np.where(at >= 0, self.order[np.clip(at, 0, None)], _NONE).astype(np.int64)
+        todo = np.arange(len(q))
+        for _ in range(self.max_depth + 1):
+            c = res[todo]
+            bad = (c >= 0) & (self.k_end[np.clip(c, 0, None)] <= q[todo])
+            todo = todo[bad]
+            if not len(todo):
                 break
-            res[bad] = self.parent[c[bad]]
+            res[todo] = self.parent[res[todo]]
         out[known] = res
         return out
 
@@ -263,6 +265,7 @@ class RangeIndex:
 
     def _derive(
         self,
+        levels: list[np.ndarray],
         rank: np.ndarray,
         name_codes: np.ndarray,
         raw_names: list[str],
@@ -305,7 +308,7 @@ class RangeIndex:
         ly = np.where(r_is_layer, r_layer, _NONE)
         del eligible, r_layer, r_is_layer
         nn = len(self.name_values) + 1
-        for d, (_, idx) in enumerate(self.levels):
+        for d, idx in enumerate(levels):
             par = self.parent[idx]
             parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE).astype(np.int64)
             ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
