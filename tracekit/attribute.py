@@ -62,7 +62,14 @@ def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
 
 
 def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct values, code of each value): a hash pass, not a sort of all rows."""
+    """(sorted distinct values, code of each value): a lookup table for small
+    non-negative ids (pids, tids), else a hash pass; never a sort of all rows."""
+    if len(values) and values.min() >= 0 and values.max() < (1 << 25):
+        present = np.zeros(int(values.max()) + 1, bool)
+        present[values] = True
+        uniq = np.flatnonzero(present)
+        lut = np.cumsum(present, dtype=np.int64) - 1
+        return uniq.astype(np.int64), lut[values]
     enc = pc.dictionary_encode(pa.array(values, pa.int64()))
     uniq = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), np.int64)
     order = np.argsort(uniq, kind="stable")
@@ -127,13 +134,11 @@ class RangeIndex:
     input, with everything attribution derives from them, compact enough to keep
     while the input's rows stream past.
 
-    Ranges are given in the caller's order with ascending ``row`` keys (row index or
-    SQLite rowid); internal arrays stay in that order, and the innermost range open
-    at a point is found through keys sorted by (thread, time)."""
+    Positions are the caller's order of the ranges; the innermost range open at a
+    point is found through keys sorted by (thread, time)."""
 
     def __init__(
         self,
-        row: np.ndarray,
         pid: np.ndarray,
         tid: np.ndarray,
         start: np.ndarray,
@@ -146,9 +151,8 @@ class RangeIndex:
         payload_text: list[str | None] | None = None,
         markers: Markers | None = None,
     ):
-        n = len(row)
+        n = len(pid)
         self.n = n
-        self.row = row
         # Times -> offsets that keep every comparison between a query point and a
         # range boundary; combined with the thread into one int64 key.  Inputs are
         # dropped as soon as they are folded into keys (this index is what stays in
@@ -178,15 +182,28 @@ class RangeIndex:
 
         order = np.lexsort((-self.k_end, self.k_start))  # by start, longer first
         ks = self.k_start[order]
+        # Start times of the phase/step candidates, for numbering steps; then the
+        # caller-order start keys go.
+        name_id = np.where(name_codes < 0, len(name_values), name_codes).astype(np.int32)
+        del name_codes
+        full_values = [v if v is not None else "" for v in name_values] + [""]
+        structural = np.array(
+            [phase_map.phase_of(v) is not None or phase_map.is_step(v) for v in full_values], bool
+        )
+        steps_cand = np.flatnonzero(structural[name_id])
+        steps_time = self.k_start[steps_cand] % self.t_span
+        del self.k_start
         # Depth = ranges opened before me on my thread minus those closed by my start
         # (keys of other threads sort wholly before or after, so the counts cancel).
-        closed = np.searchsorted(np.sort(self.k_end), ks, side="right")
+        ends = np.sort(self.k_end)
+        closed = np.searchsorted(ends, ks, side="right")
+        del ends
         depth_sorted = np.arange(n, dtype=np.int64)
         depth_sorted -= closed
         del closed
         np.maximum(depth_sorted, 0, out=depth_sorted)
         depth_sorted = depth_sorted.astype(np.int32)
-        self.depth = np.empty(n, np.int32)
+        self.depth = np.empty(n, np.int16 if depth_sorted.max(initial=0) < 2**15 else np.int32)
         self.depth[order] = depth_sorted
         # Parents, one nesting level at a time: the last range of the level above
         # that started at or before me, on my thread.
@@ -212,8 +229,10 @@ class RangeIndex:
         self.order = order.astype(np.int32)
         del order
         self.max_depth = len(levels)
-        self._derive(levels, rank, name_codes, name_values, phase_map, payload_pos, payload_text, markers)
-        del self.k_start
+        self._derive(
+            levels, rank, name_id, full_values, phase_map, payload_pos, payload_text, markers,
+            steps_cand, steps_time,
+        )
 
     # ------------------------------------------------------------------ lookups
 
@@ -257,29 +276,25 @@ class RangeIndex:
         out[known] = res
         return out
 
-    def position_of(self, row: np.ndarray) -> np.ndarray:
-        """Position of each caller row key among the indexed ranges, or -1."""
-        return _find(self.row, row)
-
     # ------------------------------------------------------------------ derived
 
     def _derive(
         self,
         levels: list[np.ndarray],
         rank: np.ndarray,
-        name_codes: np.ndarray,
-        raw_names: list[str],
+        name_id: np.ndarray,
+        full_values: list[str],
         phase_map: PhaseMap,
         payload_pos: np.ndarray | None,
         payload_text: list[str | None] | None,
         markers: Markers | None,
+        cand: np.ndarray,
+        cand_time: np.ndarray,
     ) -> None:
         n = self.n
         # The phase map sees the range text (less per-call counters); path and op
         # also drop module instance numbers.  Facts are computed per distinct name.
-        full_values = [v if v is not None else "" for v in raw_names] + [""]
         self.name_values = [_clean(v) for v in full_values]
-        name_id = np.where(name_codes < 0, len(full_values) - 1, name_codes).astype(np.int32)
         d_phase = [phase_map.phase_of(v) for v in full_values]
         self.phase_values = sorted({p for p in d_phase if p is not None})
         d_phase_id = np.array(
@@ -356,7 +371,8 @@ class RangeIndex:
         del st, around_phase
         sd = np.flatnonzero(step_like)
         sd_rank = rank[sd]
-        o = np.lexsort((self.k_start[sd] % self.t_span, sd_rank))  # by rank, then time
+        sd_time = cand_time[np.searchsorted(cand, sd)]  # step-defining ranges are candidates
+        o = np.lexsort((sd_time, sd_rank))  # by rank, then time
         sd_sorted, rk = sd[o], sd_rank[o]
         newgrp = np.ones(len(rk), bool)
         newgrp[1:] = rk[1:] != rk[:-1]
@@ -382,7 +398,7 @@ class RangeIndex:
         self.path = path_id
         self.op = np.where(op >= 0, name_id[np.clip(op, 0, None)], _NONE).astype(np.int32)
         self.phase = np.where(ph >= 0, r_phase_id[np.clip(ph, 0, None)], _NONE).astype(np.int16)
-        self.layer = ly.astype(np.int32)
+        self.layer = ly.astype(np.int16) if ly.max(initial=0) < 2**15 else ly
         self._dicts: dict[str, pa.Array] = {}
 
     def dictionary(self, which: str) -> pa.Array:
@@ -657,7 +673,7 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
             pid[m], tid[m], start[m], table.column("name").take(pa.array(m)).to_pylist()
         )
         index = RangeIndex(
-            r_rows, pid[r_rows], tid[r_rows], start[r_rows], end[r_rows], rank[r_rows],
+            pid[r_rows], tid[r_rows], start[r_rows], end[r_rows], rank[r_rows],
             codes, values, phase_map, payload_pos, payload_text, markers,
         )
         range_pos[r_rows] = np.arange(len(r_rows))
@@ -683,15 +699,15 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
     return Attribution(table=table, step_mode=index.step_mode if index is not None else "phase")
 
 
-def marker_updates(index: RangeIndex, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Caller row keys of ranges whose payload a marker set, and the JSON, sorted."""
+def marker_updates(index: RangeIndex) -> tuple[np.ndarray, list[str]]:
+    """Positions of the ranges whose payload a marker set, and the JSON, sorted."""
     items = sorted(index.marker_payload.items())
-    pos = np.array([p for p, _ in items], np.int64)
-    return rows[pos] if len(pos) else pos, [v for _, v in items]
+    return np.array([p for p, _ in items], np.int64), [v for _, v in items]
 
 
 def _set_payload(table: pa.Table, r_rows: np.ndarray, index: RangeIndex) -> pa.Table:
-    target, values = marker_updates(index, r_rows)
+    pos, values = marker_updates(index)
+    target = r_rows[pos]
     mask = np.zeros(table.num_rows, bool)
     mask[target] = True
     current = (

@@ -296,28 +296,31 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_
             return calls, nodes, replayed
 
         f_calls = pool.submit(calls_and_nodes)
+        # Futures keep their results alive: take them and drop the futures, and pop
+        # the arrays into the index, which frees each once it is folded into keys.
         sr = f_ranges.result()
-        pm = choose(phase_map, sorted(sr["all_names"]))
         lc, graph_nodes, (gpid, gnode) = f_calls.result()
+        del f_ranges, f_calls
+        pm = choose(phase_map, sorted(sr["all_names"]))
         index: RangeIndex | None = None
-        if len(sr["row"]):
-            rank = np.asarray(
-                ex.rank(pa.array(sr["pid"], pa.int64())).fill_null(-1).to_numpy(zero_copy_only=False),
-                np.int64,
-            )
+        if len(sr["pid"]):
+            rank = ex.rank_array(sr["pid"])
+            markers = Markers(sr.pop("marker_pid"), sr.pop("marker_tid"), sr.pop("marker_time"), sr.pop("marker_text"))
             index = RangeIndex(
-                sr["row"], sr["pid"], sr["tid"], sr["start"], sr["end"], rank,
-                sr["names"], sr["name_values"], pm, sr["payload_pos"], sr["payload_text"],
-                Markers(sr["marker_pid"], sr["marker_tid"], sr["marker_time"], sr["marker_text"]),
+                sr.pop("pid"), sr.pop("tid"), sr.pop("start"), sr.pop("end"), rank,
+                sr.pop("names"), sr.pop("name_values"), pm, sr.pop("payload_pos"), sr.pop("payload_text"),
+                markers,
             )
+            del rank
         del sr
+        pa.default_memory_pool().release_unused()
         launches = Launches(lc["pid"], lc["corr"], lc["tid"], lc["start"]) if len(lc["pid"]) else None
         del lc
         capture: CaptureOps | None = None
         if index is not None and graph_nodes is not None and len(gpid):
             capture = CaptureOps(gpid, gnode, graph_nodes, index)
         m_rows, m_json = (
-            marker_updates(index, index.row) if index is not None else (np.zeros(0, np.int64), [])
+            marker_updates(index) if index is not None else (np.zeros(0, np.int64), [])
         )
         # A three-stage pipeline: the next batch is read (SQLite) and the previous one
         # written (Parquet) while this one is labelled; at most three batches live.
@@ -359,25 +362,20 @@ def _label_batch(
         return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), np.int64)
 
     table = _classified(batch)
-    row_key = arr("row_key", -1)
-    range_pos = (
-        index.position_of(row_key)
-        if index is not None and "row_key" in batch.column_names
-        else np.full(n, -1, np.int64)
-    )
+    range_pos = arr("range_pos", -1)
     out = label_rows(
         index, launches, capture, kind=table.column("kind"), pid=arr("pid", 0), tid=arr("tid", -1),
         start=arr("start_ns", 0), corr=arr("correlation", -1), range_pos=range_pos,
         graph_node=arr("graph_node_id", -1),
     )
     table = _with_columns(table, pa.table(out))
-    if "row_key" in table.column_names:
+    if "range_pos" in table.column_names:
         if len(marker_rows):
             # Payload markers set the payload of the range around them; they are dropped.
-            hit = np.isin(row_key, marker_rows)
+            hit = np.isin(range_pos, marker_rows)
             if hit.any():
                 vals = pa.array(marker_json, pa.string()).take(
-                    pa.array(np.searchsorted(marker_rows, row_key[hit]))
+                    pa.array(np.searchsorted(marker_rows, range_pos[hit]))
                 )
                 i = table.column_names.index("payload")
                 table = table.set_column(

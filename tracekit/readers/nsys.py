@@ -722,6 +722,16 @@ class Export:
                     a[2] = first if a[2] is None else min(a[2], first)
         return [(p, d, k, n, f) for (p, d), (k, n, f) in acc.items()]
 
+    def rank_array(self, pid: np.ndarray) -> np.ndarray:
+        """Rank (int32, -1 unknown) of each pid, as NumPy, without Arrow copies."""
+        self.rank_info()
+        pids = np.asarray(self._rank_pids.to_numpy(zero_copy_only=False), np.int64)
+        values = np.asarray(self._rank_values.to_numpy(zero_copy_only=False), np.int32)
+        if not len(pids):
+            return np.full(len(pid), -1, np.int32)
+        at = np.clip(np.searchsorted(pids, pid), 0, len(pids) - 1)
+        return np.where(pids[at] == pid, values[at], -1).astype(np.int32)
+
     def rank(self, pid: pa.Array) -> pa.Array:
         self.rank_info()
         return self._rank_values.take(pc.index_in(pid, value_set=self._rank_pids))
@@ -851,16 +861,17 @@ class Export:
 
     def stack_ranges(self, rows: int | None = None, spill: bool = True) -> dict[str, Any]:
         """What attribution needs of the NVTX ranges, as narrow arrays in rowid order:
-        push/pop ranges usable as launch stacks (``row``, ``pid``, ``tid``, ``start``,
+        push/pop ranges usable as launch stacks (``pid``, ``tid``, ``start``,
         ``end``, ``names`` as base-name codes and ``name_values``), their payloads
         (sparse), nvtx_ranges payload markers, and every range's base name.
 
         NVTX is read once: with ``spill``, the full rows of each window go to an
         lz4-compressed Arrow IPC file in a temporary folder, which :meth:`batches`
-        then reads back instead of querying SQLite a second time."""
+        then reads back instead of querying SQLite a second time, each row with its
+        ``range_pos``: its position in these arrays, or -1."""
         empty = np.zeros(0, np.int64)
         out: dict[str, Any] = {
-            "row": empty, "pid": empty, "tid": empty, "start": empty, "end": empty,
+            "pid": empty, "tid": empty, "start": empty, "end": empty,
             "names": empty, "name_values": [], "all_names": set(),
             "payload_pos": empty, "payload_text": [],
             "marker_pid": empty, "marker_tid": empty, "marker_time": empty, "marker_text": [],
@@ -872,7 +883,7 @@ class Export:
 
         rows = rows or BATCH_ROWS
         values: dict[str, int] = {}
-        keys = ("row", "pid", "tid", "start", "end", "names")
+        keys = ("pid", "tid", "start", "end", "names")
         acc: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         pl_pos: list[np.ndarray] = []
         pl_text: list[Any] = []
@@ -895,14 +906,6 @@ class Export:
                     creates.append(made)
                 if t is None or t.num_rows == 0:
                     continue
-                if spill:
-                    if writer is None:
-                        self._spill_dir = tempfile.mkdtemp(prefix="tracekit-nvtx-")
-                        self._spill = Path(self._spill_dir) / "nvtx.arrow"
-                        writer = pa.ipc.new_file(
-                            str(self._spill), t.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
-                        )
-                    writer.write_table(t)
                 names = t.column("name")
                 enc = pc.dictionary_encode(base_names(names).combine_chunks())
                 dist = enc.dictionary.to_pylist()
@@ -932,7 +935,21 @@ class Export:
                     markers["time"].append(start[m])
                     markers["text"].extend(names.take(pa.array(m)).to_pylist())
                 keep = np.flatnonzero(nested & (tid >= 0) & (end > start))
-                for k, v in zip(keys, (np64(t.column("row_key")), pid, tid, start, end, codes), strict=True):
+                if spill:
+                    # The spilled rows carry their position in the index (-1: not a
+                    # launch stack range), so the second pass needs no lookup.
+                    pos = np.full(t.num_rows, -1, np.int32)
+                    pos[keep] = np.arange(n_kept, n_kept + len(keep), dtype=np.int32)
+                    part = t.drop_columns(["row_key"]).append_column("range_pos", pa.array(pos))
+                    if writer is None:
+                        self._spill_dir = tempfile.mkdtemp(prefix="tracekit-nvtx-")
+                        self._spill = Path(self._spill_dir) / "nvtx.arrow"
+                        writer = pa.ipc.new_file(
+                            str(self._spill), part.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                        )
+                    writer.write_table(part)
+                    del part, pos
+                for k, v in zip(keys, (pid, tid, start, end, codes), strict=True):
                     # pid, tid (24-bit) and name codes fit int32: this is what stays.
                     acc[k].append(v[keep].astype(np.int32) if k in ("pid", "tid", "names") else v[keep])
                 payload = t.column("payload").take(pa.array(keep))
