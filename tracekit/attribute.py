@@ -129,6 +129,21 @@ class Markers:
     text: list[str | None]
 
 
+def _start_order(k_start: np.ndarray, k_end: np.ndarray) -> np.ndarray:
+    """Positions sorted by start key, the longer range first at equal starts (so a
+    parent precedes its children): one stable argsort, then only the tied runs are
+    re-sorted by end (``lexsort`` on both full keys needs twice the memory)."""
+    order = np.argsort(k_start, kind="stable")
+    ks = k_start[order]
+    tied = np.flatnonzero(ks[1:] == ks[:-1])
+    del ks
+    if len(tied):
+        at = np.unique(np.concatenate([tied, tied + 1]))
+        sub = order[at]
+        order[at] = sub[np.lexsort((-k_end[sub], k_start[sub]))]
+    return order
+
+
 class RangeIndex:
     """The ranges usable as launch stacks (nested on a CPU thread, non-empty) of one
     input, with everything attribution derives from them, compact enough to keep
@@ -180,7 +195,7 @@ class RangeIndex:
         self.k_end = thread + self._offset(end)
         del end, thread
 
-        order = np.lexsort((-self.k_end, self.k_start))  # by start, longer first
+        order = _start_order(self.k_start, self.k_end)
         ks = self.k_start[order]
         # Start times of the phase/step candidates, for numbering steps; then the
         # caller-order start keys go.
@@ -196,13 +211,12 @@ class RangeIndex:
         # Depth = ranges opened before me on my thread minus those closed by my start
         # (keys of other threads sort wholly before or after, so the counts cancel).
         ends = np.sort(self.k_end)
-        closed = np.searchsorted(ends, ks, side="right")
+        depth_sorted = np.empty(n, np.int32)
+        step = 1 << 22  # in slices: no full-length int64 temporaries
+        for a in range(0, n, step):
+            closed = np.searchsorted(ends, ks[a : a + step], side="right")
+            depth_sorted[a : a + step] = np.maximum(np.arange(a, a + len(closed)) - closed, 0)
         del ends
-        depth_sorted = np.arange(n, dtype=np.int64)
-        depth_sorted -= closed
-        del closed
-        np.maximum(depth_sorted, 0, out=depth_sorted)
-        depth_sorted = depth_sorted.astype(np.int32)
         self.depth = np.empty(n, np.int16 if depth_sorted.max(initial=0) < 2**15 else np.int32)
         self.depth[order] = depth_sorted
         # Parents, one nesting level at a time: the last range of the level above
@@ -293,54 +307,61 @@ class RangeIndex:
     ) -> None:
         n = self.n
         # The phase map sees the range text (less per-call counters); path and op
-        # also drop module instance numbers.  Facts are computed per distinct name.
+        # also drop module instance numbers.  Facts are computed per distinct name,
+        # and per-range facts one nesting level at a time: the full-length arrays
+        # are the results (and ph/st/op below), never per-name temporaries.
         self.name_values = [_clean(v) for v in full_values]
         d_phase = [phase_map.phase_of(v) for v in full_values]
         self.phase_values = sorted({p for p in d_phase if p is not None})
         d_phase_id = np.array(
             [self.phase_values.index(p) if p else _NONE for p in d_phase], np.int16
         )
+        d_is_phase = d_phase_id >= 0
         d_step = _per_distinct(full_values, phase_map.is_step, bool)
         d_layer = _per_distinct(
-            full_values, lambda v: -2 if (x := phase_map.layer_of(v)) is None else x, np.int32
+            full_values, lambda v: _NONE if (x := phase_map.layer_of(v)) is None else x, np.int32
         )
-        d_skip = _per_distinct(full_values, phase_map.is_skip, bool)
-        r_phase_id = d_phase_id[name_id]
-        r_is_phase = r_phase_id >= 0
-        r_is_step = d_step[name_id]
-        r_layer = d_layer[name_id]
-        r_is_layer = r_layer != -2
-        eligible = ~(r_is_phase | r_is_step | r_is_layer | d_skip[name_id])
+        d_eligible = ~(
+            d_is_phase | d_step | (d_layer != _NONE) | _per_distinct(full_values, phase_map.is_skip, bool)
+        )
 
-        # Inherit down the tree, one nesting level at a time (top-down).  Paths are
+        # Inherit down the tree, one nesting level at a time (top-down): the phase,
+        # step and operator ranges (positions) and the layer in force.  Paths are
         # interned: a path id per distinct (parent path, name) pair.
-        ar = np.arange(n, dtype=np.int32)
         self.path_values: list[str] = []
         path_id = np.full(n, _NONE, np.int32)
-        ph = np.where(r_is_phase, ar, _NONE)
-        st = np.where(r_is_step, ar, _NONE)
-        op = np.where(eligible, ar, _NONE)
-        ly = np.where(r_is_layer, r_layer, _NONE)
-        del eligible, r_layer, r_is_layer
+        ph = np.full(n, _NONE, np.int32)
+        st = np.full(n, _NONE, np.int32)
+        op = np.full(n, _NONE, np.int32)
+        ly = np.full(n, _NONE, np.int32)
         nn = len(self.name_values) + 1
-        for d, idx in enumerate(levels):
+        path_of: dict[int, int] = {}  # (parent path + 1) * nn + name -> path id
+        # Levels in slices of at most 2**21 ranges: temporaries stay small.
+        for idx in (lv[a : a + (1 << 21)] for lv in levels for a in range(0, len(lv), 1 << 21)):
+            nid = name_id[idx]
             par = self.parent[idx]
-            parent_path = np.where(par >= 0, path_id[np.clip(par, 0, None)], _NONE).astype(np.int64)
-            ukey, inv = np.unique((parent_path + 1) * nn + name_id[idx], return_inverse=True)
-            base = len(self.path_values)
-            for pp, nm in zip((ukey // nn - 1).tolist(), (ukey % nn).tolist(), strict=True):
-                leaf = self.name_values[nm]
-                self.path_values.append(leaf if pp < 0 else f"{self.path_values[pp]}/{leaf}")
-            path_id[idx] = base + inv.reshape(-1)
-            if d == 0:
-                continue
             has = par >= 0
-            c, p = idx[has], par[has]
-            ph[c] = np.where(ph[c] >= 0, ph[c], ph[p])
-            st[c] = np.where(st[c] >= 0, st[c], st[p])
+            pc_ = np.clip(par, 0, None)
+            parent_path = np.where(has, path_id[pc_], _NONE).astype(np.int64)
+            ukey, inv = np.unique((parent_path + 1) * nn + nid, return_inverse=True)
+            del parent_path
+            ids = np.empty(len(ukey), np.int32)
+            for j, key in enumerate(ukey.tolist()):  # distinct paths, not ranges
+                if key not in path_of:
+                    pp, leaf = key // nn - 1, self.name_values[key % nn]
+                    path_of[key] = len(self.path_values)
+                    self.path_values.append(leaf if pp < 0 else f"{self.path_values[pp]}/{leaf}")
+                ids[j] = path_of[key]
+            path_id[idx] = ids[inv.reshape(-1)]
+            del ukey, inv
+            is_phase = d_is_phase[nid]
+            ph[idx] = np.where(is_phase, idx, np.where(has, ph[pc_], _NONE))
+            st[idx] = np.where(d_step[nid], idx, np.where(has, st[pc_], _NONE))
             # An op never leaks from above the phase range into it.
-            op[c] = np.where(op[c] >= 0, op[c], np.where(r_is_phase[c], _NONE, op[p]))
-            ly[c] = np.where(ly[c] >= 0, ly[c], ly[p])
+            inherited = np.where(has & ~is_phase, op[pc_], _NONE)
+            op[idx] = np.where(d_eligible[nid], idx, inherited)
+            lv = d_layer[nid]
+            ly[idx] = np.where(lv != _NONE, lv, np.where(has, ly[pc_], _NONE))
 
         # Payloads: the ranges' own, overridden by nvtx_ranges markers inside them.
         payload: dict[int, str] = {}
@@ -357,30 +378,31 @@ class RangeIndex:
             payload.update(self.marker_payload)
 
         # Steps are numbered by step ranges when the trace has any inside or around
-        # a phase range; otherwise by the phase ranges themselves.
+        # a phase range; otherwise by the phase ranges themselves.  Only phase/step
+        # candidates (few) can number steps.
+        c_step = d_step[name_id[cand]]
+        c_phase = d_is_phase[name_id[cand]]
         around_phase = np.zeros(n, bool)
-        around_phase[st[(ph >= 0) & (st >= 0)]] = True
-        step_like = r_is_step & ((ph >= 0) | around_phase)
+        inside = (ph >= 0) & (st >= 0)
+        around_phase[st[inside]] = True
+        del inside
+        step_like = c_step & ((ph[cand] >= 0) | around_phase[cand])
+        del around_phase
         if step_like.any():
             self.step_mode = "step"
             defining = st
         else:
-            step_like = r_is_phase
+            step_like = c_phase
             self.step_mode = "phase"
             defining = ph
-        del st, around_phase
-        sd = np.flatnonzero(step_like)
+        sd = cand[step_like]
+        sd_time = cand_time[step_like]
         sd_rank = rank[sd]
-        sd_time = cand_time[np.searchsorted(cand, sd)]  # step-defining ranges are candidates
         o = np.lexsort((sd_time, sd_rank))  # by rank, then time
-        sd_sorted, rk = sd[o], sd_rank[o]
+        rk = sd_rank[o]
         newgrp = np.ones(len(rk), bool)
         newgrp[1:] = rk[1:] != rk[:-1]
         grp_first = np.maximum.accumulate(np.where(newgrp, np.arange(len(rk)), 0))
-        step_no = np.full(n, _NONE, np.int32)
-        step_no[sd_sorted] = np.arange(len(rk)) - grp_first
-        dc = np.clip(defining, 0, None)
-        has_def = defining >= 0
         # Batch size and tokens from the payload of the step-defining range, kept per
         # step-defining range (few) and reached through it.
         self.sd_batch = np.full(len(sd) + 1, np.nan)
@@ -390,14 +412,32 @@ class RangeIndex:
             if text:
                 self.sd_batch[i] = _payload_number(text, "batch_size")
                 self.sd_tokens[i] = _payload_number(text, "tokens")
-        sd_of = np.full(n, len(sd), np.int32)
-        sd_of[sd] = np.arange(len(sd))
-        self.defining_sd = np.where(has_def, sd_of[dc], len(sd)).astype(np.int32)
-        self.step = np.where(has_def, step_no[dc], _NONE).astype(np.int32)
-        del step_no, sd_of
+        # Per range: which step-defining range is in force (an index into sd) and
+        # its step number; both reached through ``defining`` (a range position).
+        sd_step = np.empty(len(sd), np.int32)
+        sd_step[o] = np.arange(len(rk)) - grp_first
+        # Per-range results in slices (no full-length int64 temporaries).
+        self.defining_sd = np.empty(n, np.int32)
+        self.step = np.empty(n, np.int32)
+        self.op = np.empty(n, np.int32)
+        self.phase = np.empty(n, np.int16)
+        for a in range(0, n, 1 << 21):
+            sl = slice(a, a + (1 << 21))
+            d = defining[sl]
+            if len(sd):
+                dpos = np.clip(np.searchsorted(sd, d), 0, len(sd) - 1)
+                ok = (d >= 0) & (sd[dpos] == d)
+                self.defining_sd[sl] = np.where(ok, dpos, len(sd))
+                self.step[sl] = np.where(ok, sd_step[dpos], _NONE)
+            else:
+                self.defining_sd[sl] = 0
+                self.step[sl] = _NONE
+            o_ = op[sl]
+            self.op[sl] = np.where(o_ >= 0, name_id[np.clip(o_, 0, None)], _NONE)
+            p_ = ph[sl]
+            self.phase[sl] = np.where(p_ >= 0, d_phase_id[name_id[np.clip(p_, 0, None)]], _NONE)
+        del defining, st, op, ph
         self.path = path_id
-        self.op = np.where(op >= 0, name_id[np.clip(op, 0, None)], _NONE).astype(np.int32)
-        self.phase = np.where(ph >= 0, r_phase_id[np.clip(ph, 0, None)], _NONE).astype(np.int16)
         self.layer = ly.astype(np.int16) if ly.max(initial=0) < 2**15 else ly
         self._dicts: dict[str, pa.Array] = {}
 

@@ -313,7 +313,7 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_
             )
             del rank
         del sr
-        pa.default_memory_pool().release_unused()
+        _trim()
         launches = Launches(lc["pid"], lc["corr"], lc["tid"], lc["start"]) if len(lc["pid"]) else None
         del lc
         capture: CaptureOps | None = None
@@ -342,6 +342,18 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_
         meta = ex.meta()
     step_mode = index.step_mode if index is not None else "phase"
     return stats.result(path, fmt, meta, pm.to_json(), step_mode, t0)
+
+
+def _trim() -> None:
+    """Hand freed memory back to the OS (Arrow's pool and glibc's heap), so the
+    streaming phase starts from the index alone, not from the index build's peak."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _label_batch(
