@@ -48,6 +48,24 @@ def load_raw(path: Path) -> Any:
         return json.load(fh)
 
 
+X_CATS = {
+    "kernel", "gpu_memcpy", "memcpy", "gpu_memset", "memset", "cuda_runtime", "cuda_driver",
+    "runtime", "cuda_sync", "user_annotation", "gpu_user_annotation", "cpu_op", "operator",
+}  # fmt: skip
+
+
+def kept(e: dict[str, Any]) -> bool:
+    """Whether the reader keeps a raw event (X of a category it reads, process names,
+    flow ends)."""
+    cat = str(e.get("cat", "")).lower()
+    if e.get("ph") == "X":
+        module = cat == "python_function" and str(e.get("name", "")).startswith("nn.Module: ")
+        return "ts" in e and (cat in X_CATS or module)
+    if e.get("ph") == "M":
+        return e.get("name") == "process_name"
+    return e.get("ph") == "f" and cat in ("ac2g", "async", "async_cpu_to_gpu") and "ts" in e
+
+
 def ev_rows(fn: Any, path: Path) -> tuple[dict[str, Any] | None, list[tuple[Any, ...]] | None]:
     """Header and ``ev`` rows from one of the two loading paths."""
     con = duckdb.connect()
@@ -99,8 +117,9 @@ def test_array_path_matches_whole_document(name: str, tmpdir_for_copies: Path) -
     slow_header, slow = ev_rows(kineto._load_document, path)
     assert fast_header is not None and fast is not None  # the fast path took it
     assert fast == slow and fast_header == slow_header
-    # Independent: every X, M and f event of the file, and the header's values.
-    want = collections.Counter(e.get("ph") for e in doc["traceEvents"] if e.get("ph") in "XMf")
+    # Independent: the events kept (X events of the categories read, process names,
+    # flow ends), and the header's values.
+    want = collections.Counter(e["ph"] for e in doc["traceEvents"] if kept(e))
     assert collections.Counter(r[0] for r in fast) == want
     for key in ("distributedInfo", "deviceProperties", "schemaVersion", "baseTimeNanoseconds"):
         assert fast_header[key] == doc.get(key), key

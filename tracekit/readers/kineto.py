@@ -78,16 +78,6 @@ _EVENT_FIELDS = {
     "args": _ARGS,
 }
 _EVENT = "STRUCT(" + ", ".join(f"{k} {v}" for k, v in _EVENT_FIELDS.items()) + ")"
-# One event struct ``e`` (a column of the unnested document, or a row of the
-# traceEvents array read on its own) to the columns of temp table ``ev``.
-_EV_SELECT = (
-    "SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name, "
-    "e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid, "
-    "e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm, "
-    "e.args.bytes AS nbytes, e.args.name AS aname, "
-    'e.args."In msg nelems" AS nelems, e.args.dtype AS cdtype'
-)
-_EV_WHERE = "WHERE e.ph IN ('X', 'M', 'f')"
 _HEADER = {
     "schemaVersion": "JSON",
     "distributedInfo": "JSON",
@@ -139,6 +129,50 @@ _END_NS = (
 )
 # Above 2**43 us a float64 no longer resolves 1 ns.
 _EXACT_LIMIT_US = float(2**43)
+
+
+def _ev_sql(source: str) -> str:
+    """The statement that fills temp table ``ev`` from ``source``, a FROM clause
+    whose rows have one event struct ``e`` each (a column of the unnested document,
+    or the rows of the traceEvents array read on its own).
+
+    ``ev`` keeps what the rest needs, converted once: the kept ``X`` events (one
+    row per output event), ``process_name`` metadata and flow ends (``f``).
+    """
+    return f"""
+    CREATE TEMP TABLE ev AS
+    SELECT ph, kind, name, is_gpu,
+           cat = 'python_function' AS is_module,
+           cat IN ('operator', 'runtime') AS is_2021,
+           rpid, rtid, start_ns, end_ns, ts,
+           TRY_CAST(corr AS BIGINT) AS correlation,
+           TRY_CAST(dev AS INTEGER) AS dev,
+           TRY_CAST(strm AS BIGINT) AS strm,
+           coalesce(TRY_CAST(nbytes AS BIGINT),
+                    TRY_CAST(nelems AS BIGINT) * ({_DTYPE_BYTES_SQL})) AS nbytes,
+           CASE WHEN ph = 'f' THEN TRY_CAST(fid AS BIGINT) END AS fid,
+           CASE WHEN ph = 'M' THEN aname END AS aname
+    FROM (
+      SELECT ph, cat, name, CASE WHEN ph = 'X' THEN {_KIND_SQL} END AS kind,
+             cat IN ({_GPU_CATS}) AS is_gpu,
+             TRY_CAST(pid AS BIGINT) AS rpid,
+             TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
+             CASE WHEN isfinite(ts) THEN {_START_NS} END AS start_ns,
+             CASE WHEN isfinite(ts) THEN {_END_NS} END AS end_ns,
+             ts, corr, dev, strm, nbytes, nelems, cdtype, fid, aname
+      FROM (
+        SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name,
+               e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid,
+               e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm,
+               e.args.bytes AS nbytes, e.args.name AS aname,
+               e.args."In msg nelems" AS nelems, e.args.dtype AS cdtype
+        FROM {source} WHERE e.ph IN ('X', 'M', 'f')
+      )
+    )
+    WHERE (ph = 'X' AND kind IS NOT NULL AND start_ns IS NOT NULL)
+       OR (ph = 'M' AND name = 'process_name')
+       OR (ph = 'f' AND cat IN ({_FLOW_CATS}) AND ts IS NOT NULL)
+    """
 
 
 def read(path: Path) -> RawTrace:
@@ -262,8 +296,7 @@ def _load_array(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any] | 
         spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _EVENT_FIELDS.items()) + "}"
         try:
             con.execute(
-                f"CREATE TEMP TABLE ev AS {_EV_SELECT} FROM read_json($path, columns={spec}, "
-                f"format='array', records='true') AS e {_EV_WHERE}",
+                _ev_sql(f"read_json($path, columns={spec}, format='array', records='true') AS e"),
                 {"path": tmp_name},
             )
         except duckdb.Error:
@@ -408,10 +441,7 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]
         if v is not None and _HEADER[k] == "JSON":
             v = json.loads(v)
         header[k] = v
-    con.execute(
-        f"CREATE TEMP TABLE ev AS {_EV_SELECT} "
-        f"FROM (SELECT unnest(traceEvents) AS e FROM raw) {_EV_WHERE}"
-    )
+    con.execute(_ev_sql("(SELECT unnest(traceEvents) AS e FROM raw)"))
     con.execute("DROP TABLE raw")
     return header
 
@@ -430,53 +460,37 @@ def _why(exc: BaseException) -> str:
 
 
 def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
-    con.execute(
-        f"""
-        CREATE TEMP TABLE x AS
-        SELECT row_number() OVER () AS rid, kind, cat, name, is_gpu,
-               rpid, rtid, start_ns, end_ns, ts,
-               TRY_CAST(corr AS BIGINT) AS correlation,
-               TRY_CAST(dev AS INTEGER) AS dev,
-               TRY_CAST(strm AS BIGINT) AS strm,
-               coalesce(TRY_CAST(nbytes AS BIGINT),
-                        TRY_CAST(nelems AS BIGINT) * ({_DTYPE_BYTES_SQL})) AS nbytes,
-               fid
-        FROM (
-          SELECT {_KIND_SQL} AS kind, cat, name, cat IN ({_GPU_CATS}) AS is_gpu,
-                 TRY_CAST(pid AS BIGINT) AS rpid,
-                 TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
-                 {_START_NS} AS start_ns, {_END_NS} AS end_ns, ts,
-                 corr, dev, strm, nbytes, nelems, cdtype, NULL AS fid
-          FROM ev WHERE ph = 'X' AND ts IS NOT NULL AND isfinite(ts)
-        )
-        WHERE kind IS NOT NULL
-        """
-    )
+    # The output events are ev's X rows; rowid numbers them for the payload join.
+    con.execute("CREATE TEMP VIEW x AS SELECT rowid AS rid, * FROM ev WHERE ph = 'X'")
     stats: dict[str, Any] = {"warnings": []}
+    missing, n_gpu, max_ts, format_2021, hip, markers = con.execute(
+        f"""
+        SELECT count(*) FILTER (is_gpu AND kind <> 'range' AND correlation IS NULL),
+               count(*) FILTER (is_gpu AND kind <> 'range'),
+               max(abs(ts)) FILTER (ts <> floor(ts)),
+               count(*) FILTER (is_2021),
+               count(*) FILTER (kind = 'runtime' AND starts_with(name, 'hip')),
+               count(*) FILTER (kind IN ('range', 'cpu_op') AND NOT is_gpu
+                                AND starts_with(name, '{PAYLOAD_PREFIX}'))
+        FROM x
+        """
+    ).fetchall()[0]
     # Correlation through the flow arrow where a GPU activity's args lack it.
-    missing = _scalar(
-        con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation IS NULL"
-    )
     if missing:
         con.execute(
-            f"""
-            UPDATE x SET correlation = f.id FROM (
-              SELECT TRY_CAST(pid AS BIGINT) AS p,
-                     TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS t,
-                     {_START_NS} AS s, min(TRY_CAST(fid AS BIGINT)) AS id
-              FROM ev WHERE ph = 'f' AND cat IN ({_FLOW_CATS}) AND ts IS NOT NULL
-              GROUP BY ALL
+            """
+            UPDATE ev SET correlation = f.id FROM (
+              SELECT rpid AS p, rtid AS t, start_ns AS s, min(fid) AS id
+              FROM ev WHERE ph = 'f' GROUP BY ALL
             ) f
-            WHERE x.is_gpu AND x.correlation IS NULL AND x.rpid = f.p AND x.rtid = f.t
-              AND x.start_ns = f.s
+            WHERE ev.ph = 'X' AND ev.is_gpu AND ev.correlation IS NULL AND ev.rpid = f.p
+              AND ev.rtid = f.t AND ev.start_ns = f.s
             """
         )
     procs = con.execute(
-        "SELECT TRY_CAST(pid AS BIGINT) AS p, any_value(aname) FROM ev "
-        "WHERE ph = 'M' AND name = 'process_name' GROUP BY p"
+        "SELECT rpid, any_value(aname) FROM ev WHERE ph = 'M' GROUP BY rpid"
     ).fetchall()
     proc_names = {int(p): n for p, n in procs if p is not None}
-    con.execute("DROP TABLE ev")
 
     # The process that launched the GPU work: by correlation, else the main process.
     main_pid = _scalar(
@@ -489,14 +503,12 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
         "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation NOT IN "
         "(SELECT correlation FROM x WHERE kind = 'runtime' AND correlation IS NOT NULL)",
     )
-    n_gpu = _scalar(con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range'")
     if unmatched:
         stats["warnings"].append(
             f"{unmatched} of {n_gpu} GPU activities have no launching runtime call in the trace "
             "(launched before the profiling window or not traced); they keep their correlation "
             "but have no launch to attribute through."
         )
-    max_ts = _scalar(con, "SELECT max(abs(ts)) FROM x WHERE ts <> floor(ts)")
     if max_ts is not None and max_ts >= _EXACT_LIMIT_US:
         ulp_ns = 1000 * 2.0 ** (math.floor(math.log2(max_ts)) - 52)
         stats["warnings"].append(
@@ -504,7 +516,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
             f"digits carry only float64 precision (about {ulp_ns:.3g} ns)."
         )
 
-    payload = _payload_sql(con)
+    payload = _payload_sql(con) if markers else "NULL"
     table = con.sql(
         f"""
         WITH launch AS (
@@ -521,7 +533,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
             AS correlation,
           CASE WHEN x.kind IN ('memcpy', 'memset', 'kernel') THEN x.nbytes END AS bytes,
           CASE WHEN x.kind = 'range' THEN NOT x.is_gpu END AS nested,
-          CASE WHEN x.kind = 'range' AND x.cat = 'python_function' THEN 'nn.Module' END AS domain,
+          CASE WHEN x.kind = 'range' AND x.is_module THEN 'nn.Module' END AS domain,
           {payload} AS payload
         FROM x
         LEFT JOIN launch l ON x.is_gpu AND l.correlation = x.correlation
@@ -534,13 +546,8 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
     ).to_arrow_table()
     stats["main_pid"] = main_pid
     stats["process_names"] = proc_names
-    stats["kinds"] = _scalar(con, "SELECT count(DISTINCT cat) FROM x")
-    stats["format_2021"] = bool(
-        _scalar(con, "SELECT count(*) FROM x WHERE cat IN ('operator', 'runtime')")
-    )
-    stats["hip"] = bool(
-        _scalar(con, "SELECT count(*) FROM x WHERE kind = 'runtime' AND starts_with(name, 'hip')")
-    )
+    stats["format_2021"] = bool(format_2021)
+    stats["hip"] = bool(hip)
     return _typed(table), stats
 
 
@@ -548,15 +555,8 @@ def _payload_sql(con: duckdb.DuckDBPyConnection) -> str:
     """Attach nvtx_ranges payload markers to the innermost range open at the marker.
 
     Builds temp table ``pl(rid, payload)`` and returns the SQL expression for the
-    payload column (``NULL`` when the trace has no markers).
+    payload column (called only when the trace has markers).
     """
-    n = _scalar(
-        con,
-        f"SELECT count(*) FROM x WHERE kind IN ('range', 'cpu_op') AND NOT is_gpu "
-        f"AND starts_with(name, '{PAYLOAD_PREFIX}')",
-    )
-    if not n:
-        return "NULL"
     con.execute(
         rf"""
         CREATE TEMP TABLE pl AS
