@@ -31,12 +31,16 @@ intervals that did not overlap in the file do not overlap after conversion (taki
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import importlib
 import json
 import math
 import os
 import re
+import sys
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -184,11 +188,20 @@ def read(path: Path) -> RawTrace:
     """
     path = Path(path)
     _check_file(path)
+    warm = _warm_pandas()
     # No progress bar on stderr: a reader is called from the CLI and from tests.
-    con = duckdb.connect()
+    # One thread: the JSON array is parsed on one thread anyway, the statements
+    # after it take a few ms more, and each extra thread holds its own buffers
+    # (tens of MB); files are read in parallel by processes, not here.
+    con = duckdb.connect(config={"threads": 1})
     try:
         con.execute("SET enable_progress_bar = false")
-        header = _load(con, path)
+        try:
+            header = _load(con, path)
+        finally:
+            # Before anything here imports again (the thread holds import locks).
+            if warm is not None:
+                warm.join()
         table, stats = _events(con)
     finally:
         con.close()
@@ -196,6 +209,26 @@ def read(path: Path) -> RawTrace:
     rank_col = _rank_column(table, meta)
     table = table.append_column("rank", rank_col)
     return RawTrace(table=table, meta=meta)
+
+
+def _warm_pandas() -> threading.Thread | None:
+    """Import pandas on a thread while DuckDB parses (it releases the GIL).
+
+    pyarrow imports pandas, when installed, on the first conversion of a Python
+    value (``pc.equal(col, "kernel")``, ``pa.array(list)``, ``to_numpy``), which
+    every caller of this reader reaches right after it: 0.3-0.6 s of a CLI run
+    that can overlap the parse instead of following it.
+    """
+    if "pandas" in sys.modules:
+        return None
+
+    def imp() -> None:
+        with contextlib.suppress(Exception):  # absent or broken: pyarrow does without
+            importlib.import_module("pandas")
+
+    t = threading.Thread(target=imp, name="tracekit-import-pandas", daemon=True)
+    t.start()
+    return t
 
 
 def check_ranks(metas: list[dict[str, Any]]) -> None:
