@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ def read(path: Path) -> RawTrace:
     """
     path = Path(path)
     _check_file(path)
-    warm = _warm_pandas()
+    warm = _PandasImport()
     # No progress bar on stderr: a reader is called from the CLI and from tests.
     # One thread: the JSON array is parsed on one thread anyway, the statements
     # after it take a few ms more, and each extra thread holds its own buffers
@@ -197,11 +198,10 @@ def read(path: Path) -> RawTrace:
     try:
         con.execute("SET enable_progress_bar = false")
         try:
-            header = _load(con, path)
+            header = _load(con, path, warm.start)
         finally:
             # Before anything here imports again (the thread holds import locks).
-            if warm is not None:
-                warm.join()
+            warm.join()
         table, stats = _events(con)
     finally:
         con.close()
@@ -211,24 +211,33 @@ def read(path: Path) -> RawTrace:
     return RawTrace(table=table, meta=meta)
 
 
-def _warm_pandas() -> threading.Thread | None:
+class _PandasImport:
     """Import pandas on a thread while DuckDB parses (it releases the GIL).
 
     pyarrow imports pandas, when installed, on the first conversion of a Python
     value (``pc.equal(col, "kernel")``, ``pa.array(list)``, ``to_numpy``), which
     every caller of this reader reaches right after it: 0.3-0.6 s of a CLI run
-    that can overlap the parse instead of following it.
+    that can overlap the parse instead of following it.  Started only once the
+    file has been copied: the copy needs the GIL too.
     """
-    if "pandas" in sys.modules:
-        return None
 
-    def imp() -> None:
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is not None or "pandas" in sys.modules:
+            return
+        self.thread = threading.Thread(target=self._run, name="tracekit-import-pandas", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _run() -> None:
         with contextlib.suppress(Exception):  # absent or broken: pyarrow does without
             importlib.import_module("pandas")
 
-    t = threading.Thread(target=imp, name="tracekit-import-pandas", daemon=True)
-    t.start()
-    return t
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def check_ranks(metas: list[dict[str, Any]]) -> None:
@@ -288,16 +297,19 @@ def _object_limit(path: Path) -> int:
     return max(size + 1024, 16 << 20)
 
 
-def _load(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+def _load(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
     """Parse the file into temp table ``ev`` (one row per event) and return the header.
 
     The ``traceEvents`` array is copied out of the document and read on its own
     (:func:`_load_array`); a file that this cannot handle is parsed whole
     (:func:`_load_document`), which also gives every error its message.
+    ``parsing`` is called as DuckDB starts to parse.
     """
-    header = _load_array(con, path)
+    header = _load_array(con, path, parsing)
     if header is None:
-        header = _load_document(con, path)
+        header = _load_document(con, path, parsing)
     return header
 
 
@@ -315,7 +327,9 @@ _KEY = re.compile(rb'"traceEvents"[ \t\n\r]*:[ \t\n\r]*\[')
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-def _load_array(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any] | None:
+def _load_array(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any] | None:
     """Fill ``ev`` from the ``traceEvents`` array alone; None where the file has
     another shape, is damaged, or DuckDB refuses the array (the caller then parses
     the whole document, and reports what is wrong with it)."""
@@ -327,6 +341,7 @@ def _load_array(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any] | 
         if doc is None:
             return None
         spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _EVENT_FIELDS.items()) + "}"
+        parsing()
         try:
             con.execute(
                 _ev_sql(f"read_json($path, columns={spec}, format='array', records='true') AS e"),
@@ -448,11 +463,14 @@ def _ends_object(text: str, i: int, dec: json.JSONDecoder) -> bool:
     return text[i : i + 1] == "}" and _WS.match(text, i + 1).end() == n  # type: ignore[union-attr]
 
 
-def _load_document(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+def _load_document(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
     """The slow path: DuckDB parses the whole file as one JSON document."""
     cols = {"traceEvents": f"{_EVENT}[]", **_HEADER}
     spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in cols.items()) + "}"
     limit = _object_limit(path)
+    parsing()
     try:
         con.execute(
             f"CREATE TEMP TABLE raw AS SELECT * FROM read_json($path, columns={spec}, "
