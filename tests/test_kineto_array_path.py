@@ -97,9 +97,9 @@ def no_fallback(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     slow = kineto._load_document
 
-    def spy(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    def spy(con: duckdb.DuckDBPyConnection, path: Path, *rest: Any) -> dict[str, Any]:
         calls.append(path)
-        return slow(con, path)
+        return slow(con, path, *rest)
 
     monkeypatch.setattr(kineto, "_load_document", spy)
     return calls
@@ -133,7 +133,7 @@ def test_read_is_the_same_either_way(
     path = EXAMPLES / "trace_rank1.pt.trace.json.gz"
     fast = kineto.read(path)
     assert no_fallback == []
-    monkeypatch.setattr(kineto, "_load_array", lambda con, path: None)
+    monkeypatch.setattr(kineto, "_load_array", lambda con, path, *rest: None)
     slow = kineto.read(path)
     assert len(no_fallback) == 1
     assert fast.table.schema == slow.table.schema
@@ -298,7 +298,7 @@ def test_bad_inputs_fail_as_before_and_leave_no_files(
         messages[name] = str(info.value)
         assert messages[name].endswith(".") and "\n" not in messages[name], name
         assert list(tmpdir_for_copies.iterdir()) == [], name
-    monkeypatch.setattr(kineto, "_load_array", lambda con, path: None)
+    monkeypatch.setattr(kineto, "_load_array", lambda con, path, *rest: None)
     for name in cases:
         with pytest.raises(TracekitError) as info:
             kineto.read(tmp_path / name)
