@@ -303,3 +303,16 @@ def test_bad_inputs_fail_as_before_and_leave_no_files(
         with pytest.raises(TracekitError) as info:
             kineto.read(tmp_path / name)
         assert str(info.value) == messages[name], name
+
+
+def test_no_temporary_folder_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_fallback: list[Path]
+) -> None:
+    path = tmp_path / "t.json"
+    _write(path, '"distributedInfo": {"rank": 5, "world_size": 8}, ', _events(3), "", None)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    raw = kineto.read(path)
+    assert len(no_fallback) == 1  # parsed whole instead
+    assert raw.meta["rank"] == 5
+    kinds = collections.Counter(raw.table.column("kind").to_pylist())
+    assert kinds == {"kernel": 3, "runtime": 3, "range": 1}

@@ -227,8 +227,10 @@ class _PandasImport:
     def start(self) -> None:
         if self.thread is not None or "pandas" in sys.modules:
             return
-        self.thread = threading.Thread(target=self._run, name="tracekit-import-pandas", daemon=True)
-        self.thread.start()
+        thread = threading.Thread(target=self._run, name="tracekit-import-pandas", daemon=True)
+        with contextlib.suppress(RuntimeError):  # no thread to be had: import later
+            thread.start()
+            self.thread = thread
 
     @staticmethod
     def _run() -> None:
@@ -333,7 +335,10 @@ def _load_array(
     """Fill ``ev`` from the ``traceEvents`` array alone; None where the file has
     another shape, is damaged, or DuckDB refuses the array (the caller then parses
     the whole document, and reports what is wrong with it)."""
-    fd, tmp_name = tempfile.mkstemp(prefix="tracekit-kineto-", suffix=".json")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix="tracekit-kineto-", suffix=".json")
+    except OSError:  # no writable temporary folder
+        return None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as out:
