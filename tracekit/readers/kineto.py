@@ -31,10 +31,18 @@ intervals that did not overlap in the file do not overlap after conversion (taki
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import importlib
 import json
 import math
+import os
+import re
+import sys
+import tempfile
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +71,18 @@ _DTYPE_BYTES_SQL = """CASE lower(cdtype)
     WHEN 'double' THEN 8 WHEN 'float64' THEN 8 WHEN 'long' THEN 8 WHEN 'int64' THEN 8
     WHEN 'byte' THEN 1 WHEN 'char' THEN 1 WHEN 'bool' THEN 1 WHEN 'int8' THEN 1 WHEN 'uint8' THEN 1
     ELSE CASE WHEN lower(cdtype) LIKE 'float8%' THEN 1 END END"""
-_EVENT = (
-    "STRUCT(ph VARCHAR, cat VARCHAR, name VARCHAR, pid VARCHAR, tid VARCHAR, "
-    f"ts DOUBLE, dur DOUBLE, id VARCHAR, args {_ARGS})"
-)
+_EVENT_FIELDS = {
+    "ph": "VARCHAR",
+    "cat": "VARCHAR",
+    "name": "VARCHAR",
+    "pid": "VARCHAR",
+    "tid": "VARCHAR",
+    "ts": "DOUBLE",
+    "dur": "DOUBLE",
+    "id": "VARCHAR",
+    "args": _ARGS,
+}
+_EVENT = "STRUCT(" + ", ".join(f"{k} {v}" for k, v in _EVENT_FIELDS.items()) + ")"
 _HEADER = {
     "schemaVersion": "JSON",
     "distributedInfo": "JSON",
@@ -120,6 +136,50 @@ _END_NS = (
 _EXACT_LIMIT_US = float(2**43)
 
 
+def _ev_sql(source: str) -> str:
+    """The statement that fills temp table ``ev`` from ``source``, a FROM clause
+    whose rows have one event struct ``e`` each (a column of the unnested document,
+    or the rows of the traceEvents array read on its own).
+
+    ``ev`` keeps what the rest needs, converted once: the kept ``X`` events (one
+    row per output event), ``process_name`` metadata and flow ends (``f``).
+    """
+    return f"""
+    CREATE TEMP TABLE ev AS
+    SELECT ph, kind, name, is_gpu,
+           cat = 'python_function' AS is_module,
+           cat IN ('operator', 'runtime') AS is_2021,
+           rpid, rtid, start_ns, end_ns, ts,
+           TRY_CAST(corr AS BIGINT) AS correlation,
+           TRY_CAST(dev AS INTEGER) AS dev,
+           TRY_CAST(strm AS BIGINT) AS strm,
+           coalesce(TRY_CAST(nbytes AS BIGINT),
+                    TRY_CAST(nelems AS BIGINT) * ({_DTYPE_BYTES_SQL})) AS nbytes,
+           CASE WHEN ph = 'f' THEN TRY_CAST(fid AS BIGINT) END AS fid,
+           CASE WHEN ph = 'M' THEN aname END AS aname
+    FROM (
+      SELECT ph, cat, name, CASE WHEN ph = 'X' THEN {_KIND_SQL} END AS kind,
+             cat IN ({_GPU_CATS}) AS is_gpu,
+             TRY_CAST(pid AS BIGINT) AS rpid,
+             TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
+             CASE WHEN isfinite(ts) THEN {_START_NS} END AS start_ns,
+             CASE WHEN isfinite(ts) THEN {_END_NS} END AS end_ns,
+             ts, corr, dev, strm, nbytes, nelems, cdtype, fid, aname
+      FROM (
+        SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name,
+               e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid,
+               e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm,
+               e.args.bytes AS nbytes, e.args.name AS aname,
+               e.args."In msg nelems" AS nelems, e.args.dtype AS cdtype
+        FROM {source} WHERE e.ph IN ('X', 'M', 'f')
+      )
+    )
+    WHERE (ph = 'X' AND kind IS NOT NULL AND start_ns IS NOT NULL)
+       OR (ph = 'M' AND name = 'process_name')
+       OR (ph = 'f' AND cat IN ({_FLOW_CATS}) AND ts IS NOT NULL)
+    """
+
+
 def read(path: Path) -> RawTrace:
     """Read one Kineto JSON trace into the raw events table and its metadata.
 
@@ -129,11 +189,19 @@ def read(path: Path) -> RawTrace:
     """
     path = Path(path)
     _check_file(path)
+    warm = _PandasImport()
     # No progress bar on stderr: a reader is called from the CLI and from tests.
-    con = duckdb.connect()
+    # One thread: the JSON array is parsed on one thread anyway, the statements
+    # after it take a few ms more, and each extra thread holds its own buffers
+    # (tens of MB); files are read in parallel by processes, not here.
+    con = duckdb.connect(config={"threads": 1})
     try:
         con.execute("SET enable_progress_bar = false")
-        header = _load(con, path)
+        try:
+            header = _load(con, path, warm.start)
+        finally:
+            # Before anything here imports again (the thread holds import locks).
+            warm.join()
         table, stats = _events(con)
     finally:
         con.close()
@@ -141,6 +209,37 @@ def read(path: Path) -> RawTrace:
     rank_col = _rank_column(table, meta)
     table = table.append_column("rank", rank_col)
     return RawTrace(table=table, meta=meta)
+
+
+class _PandasImport:
+    """Import pandas on a thread while DuckDB parses (it releases the GIL).
+
+    pyarrow imports pandas, when installed, on the first conversion of a Python
+    value (``pc.equal(col, "kernel")``, ``pa.array(list)``, ``to_numpy``), which
+    every caller of this reader reaches right after it: 0.3-0.6 s of a CLI run
+    that can overlap the parse instead of following it.  Started only once the
+    file has been copied: the copy needs the GIL too.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is not None or "pandas" in sys.modules:
+            return
+        thread = threading.Thread(target=self._run, name="tracekit-import-pandas", daemon=True)
+        with contextlib.suppress(RuntimeError):  # no thread to be had: import later
+            thread.start()
+            self.thread = thread
+
+    @staticmethod
+    def _run() -> None:
+        with contextlib.suppress(Exception):  # absent or broken: pyarrow does without
+            importlib.import_module("pandas")
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def check_ranks(metas: list[dict[str, Any]]) -> None:
@@ -200,11 +299,183 @@ def _object_limit(path: Path) -> int:
     return max(size + 1024, 16 << 20)
 
 
-def _load(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
-    """Parse the file into temp table ``ev`` (one row per event) and return the header."""
+def _load(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """Parse the file into temp table ``ev`` (one row per event) and return the header.
+
+    The ``traceEvents`` array is copied out of the document and read on its own
+    (:func:`_load_array`); a file that this cannot handle is parsed whole
+    (:func:`_load_document`), which also gives every error its message.
+    ``parsing`` is called as DuckDB starts to parse.
+    """
+    header = _load_array(con, path, parsing)
+    if header is None:
+        header = _load_document(con, path, parsing)
+    return header
+
+
+# The fast path.  DuckDB reads one JSON document (an object of any size) on one
+# thread at ~30 MB/s, but a top-level array of small objects about seven times as
+# fast.  So the text of the ``traceEvents`` array, from its ``[`` to its matching
+# ``]``, goes to a temporary file (decompressed on the way, in chunks) and the
+# header keys before and after it are parsed with ``json``.
+_CHUNK = 8 << 20
+#: How far into the (decompressed) file the ``traceEvents`` key is looked for.
+_HEAD_LIMIT = 64 << 20
+#: The end of the file searched for the array's closing bracket, first and at most.
+_TAIL_FIRST, _TAIL_LIMIT = 256 << 10, 16 << 20
+_KEY = re.compile(rb'"traceEvents"[ \t\n\r]*:[ \t\n\r]*\[')
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _load_array(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any] | None:
+    """Fill ``ev`` from the ``traceEvents`` array alone; None where the file has
+    another shape, is damaged, or DuckDB refuses the array (the caller then parses
+    the whole document, and reports what is wrong with it)."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix="tracekit-kineto-", suffix=".json")
+    except OSError:  # no writable temporary folder
+        return None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            doc = _copy_array(path, out)
+        if doc is None:
+            return None
+        spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _EVENT_FIELDS.items()) + "}"
+        parsing()
+        try:
+            con.execute(
+                _ev_sql(f"read_json($path, columns={spec}, format='array', records='true') AS e"),
+                {"path": tmp_name},
+            )
+        except duckdb.Error:
+            con.execute("DROP TABLE IF EXISTS ev")
+            return None
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+    header: dict[str, Any] = {}
+    for k, typ in _HEADER.items():
+        v = doc.get(k)
+        if v is not None and typ == "VARCHAR" and not isinstance(v, str):
+            v = json.dumps(v, separators=(",", ":"))  # as DuckDB casts JSON to text
+        header[k] = v
+    return header
+
+
+def _copy_array(path: Path, out: Any) -> dict[str, Any] | None:
+    """Write the ``traceEvents`` array's text to ``out``; return the document with
+    the array left empty (its header keys), or None where that cannot be done."""
+    with path.open("rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        src: Any = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        # The key: the first match whose preceding text is the start of an object.
+        buf = b""
+        head: bytes | None = None
+        while head is None:
+            chunk = src.read(_CHUNK)
+            if not chunk:
+                return None
+            buf += chunk
+            for m in _KEY.finditer(buf):
+                try:
+                    if isinstance(json.loads(buf[: m.end() - 1] + b"[]}"), dict):
+                        head = buf[: m.end() - 1]
+                        break
+                except ValueError:
+                    continue
+            if head is None and len(buf) > _HEAD_LIMIT:
+                return None
+        out.write(buf[len(head) :])
+        del buf
+        while chunk := src.read(_CHUNK):
+            out.write(chunk)
+        out.flush()
+        size = out.tell()
+        # The closing bracket: read a growing window of the end of the copy.
+        span = _TAIL_FIRST
+        while True:
+            start = max(0, size - span)
+            out.seek(start)
+            window = out.read(size - start)
+            close = _closing_bracket(window, whole=start == 0)
+            if close is not None:
+                break
+            if start == 0 or span >= _TAIL_LIMIT:
+                return None
+            span *= 8
+        doc = json.loads(head + b"[]" + window[close + 1 :])
+        if not isinstance(doc, dict):
+            return None
+        out.truncate(start + close + 1)
+    return doc
+
+
+def _closing_bracket(window: bytes, whole: bool) -> int | None:
+    """The position in ``window`` (the end of the array text and what follows it;
+    ``whole``: from the array's own ``[``) of the ``]`` that closes the array.
+
+    That is the earliest ``]`` after which the text ends the top-level object
+    (``, "key": value ... }``) and before which the array's last element is an
+    object (or the array is empty).  Any ``]`` inside the events is followed by
+    more than that; a later one, closing a header list that comes after the
+    array, can pass the test too, hence the earliest.
+    """
+    # latin-1 maps byte i to character i, so positions agree with the bytes; JSON's
+    # structure is ASCII, and the tail is decoded properly once it has been found.
+    text = window.decode("latin-1")
+    if not text.rstrip(" \t\n\r").endswith("}"):
+        return None  # truncated, or not an object
+    dec = json.JSONDecoder()
+    best = None
+    pos = len(text)
+    while (pos := text.rfind("]", 0, pos)) >= 0:
+        j = pos - 1
+        while j >= 0 and text[j] in " \t\n\r":
+            j -= 1
+        last = text[j] if j >= 0 else ""
+        if (last == "}" or (whole and last == "[" and j == 0)) and _ends_object(text, pos + 1, dec):
+            best = pos
+    return best
+
+
+def _ends_object(text: str, i: int, dec: json.JSONDecoder) -> bool:
+    """Whether ``text[i:]`` is ``(, "key": value)* }`` with optional whitespace."""
+    n = len(text)
+    i = _WS.match(text, i).end()  # type: ignore[union-attr]
+    while i < n and text[i] == ",":
+        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+        if i >= n or text[i] != '"':
+            return False
+        try:
+            key, i = dec.raw_decode(text, i)
+            if key == "traceEvents":  # a second list: let the whole-document parse decide
+                return False
+            i = _WS.match(text, i).end()  # type: ignore[union-attr]
+            if text[i : i + 1] != ":":
+                return False
+            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+            _, i = dec.raw_decode(text, i)
+        except ValueError:
+            return False
+        i = _WS.match(text, i).end()  # type: ignore[union-attr]
+    return text[i : i + 1] == "}" and _WS.match(text, i + 1).end() == n  # type: ignore[union-attr]
+
+
+def _load_document(
+    con: duckdb.DuckDBPyConnection, path: Path, parsing: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
+    """The slow path: DuckDB parses the whole file as one JSON document."""
     cols = {"traceEvents": f"{_EVENT}[]", **_HEADER}
     spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in cols.items()) + "}"
     limit = _object_limit(path)
+    parsing()
     try:
         con.execute(
             f"CREATE TEMP TABLE raw AS SELECT * FROM read_json($path, columns={spec}, "
@@ -226,15 +497,7 @@ def _load(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
         if v is not None and _HEADER[k] == "JSON":
             v = json.loads(v)
         header[k] = v
-    con.execute(
-        "CREATE TEMP TABLE ev AS SELECT e.ph AS ph, lower(e.cat) AS cat, e.name AS name, "
-        "e.pid AS pid, e.tid AS tid, e.ts AS ts, e.dur AS dur, e.id AS fid, "
-        "e.args.correlation AS corr, e.args.device AS dev, e.args.stream AS strm, "
-        "e.args.bytes AS nbytes, e.args.name AS aname, "
-        'e.args."In msg nelems" AS nelems, e.args.dtype AS cdtype '
-        "FROM (SELECT unnest(traceEvents) AS e FROM raw) "
-        "WHERE e.ph IN ('X', 'M', 'f')"
-    )
+    con.execute(_ev_sql("(SELECT unnest(traceEvents) AS e FROM raw)"))
     con.execute("DROP TABLE raw")
     return header
 
@@ -253,53 +516,39 @@ def _why(exc: BaseException) -> str:
 
 
 def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
-    con.execute(
-        f"""
-        CREATE TEMP TABLE x AS
-        SELECT row_number() OVER () AS rid, kind, cat, name, is_gpu,
-               rpid, rtid, start_ns, end_ns, ts,
-               TRY_CAST(corr AS BIGINT) AS correlation,
-               TRY_CAST(dev AS INTEGER) AS dev,
-               TRY_CAST(strm AS BIGINT) AS strm,
-               coalesce(TRY_CAST(nbytes AS BIGINT),
-                        TRY_CAST(nelems AS BIGINT) * ({_DTYPE_BYTES_SQL})) AS nbytes,
-               fid
-        FROM (
-          SELECT {_KIND_SQL} AS kind, cat, name, cat IN ({_GPU_CATS}) AS is_gpu,
-                 TRY_CAST(pid AS BIGINT) AS rpid,
-                 TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
-                 {_START_NS} AS start_ns, {_END_NS} AS end_ns, ts,
-                 corr, dev, strm, nbytes, nelems, cdtype, NULL AS fid
-          FROM ev WHERE ph = 'X' AND ts IS NOT NULL AND isfinite(ts)
-        )
-        WHERE kind IS NOT NULL
-        """
-    )
+    # The output events are ev's X rows; rowid numbers them for the payload join.
+    # Rows come out in file order (one thread, joins probe x in scan order); nothing
+    # downstream depends on row order, and sorting cost a third of the last query.
+    con.execute("CREATE TEMP VIEW x AS SELECT rowid AS rid, * FROM ev WHERE ph = 'X'")
     stats: dict[str, Any] = {"warnings": []}
+    missing, n_gpu, max_ts, format_2021, hip, markers = con.execute(
+        f"""
+        SELECT count(*) FILTER (is_gpu AND kind <> 'range' AND correlation IS NULL),
+               count(*) FILTER (is_gpu AND kind <> 'range'),
+               max(abs(ts)) FILTER (ts <> floor(ts)),
+               count(*) FILTER (is_2021),
+               count(*) FILTER (kind = 'runtime' AND starts_with(name, 'hip')),
+               count(*) FILTER (kind IN ('range', 'cpu_op') AND NOT is_gpu
+                                AND starts_with(name, '{PAYLOAD_PREFIX}'))
+        FROM x
+        """
+    ).fetchall()[0]
     # Correlation through the flow arrow where a GPU activity's args lack it.
-    missing = _scalar(
-        con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation IS NULL"
-    )
     if missing:
         con.execute(
-            f"""
-            UPDATE x SET correlation = f.id FROM (
-              SELECT TRY_CAST(pid AS BIGINT) AS p,
-                     TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS t,
-                     {_START_NS} AS s, min(TRY_CAST(fid AS BIGINT)) AS id
-              FROM ev WHERE ph = 'f' AND cat IN ({_FLOW_CATS}) AND ts IS NOT NULL
-              GROUP BY ALL
+            """
+            UPDATE ev SET correlation = f.id FROM (
+              SELECT rpid AS p, rtid AS t, start_ns AS s, min(fid) AS id
+              FROM ev WHERE ph = 'f' GROUP BY ALL
             ) f
-            WHERE x.is_gpu AND x.correlation IS NULL AND x.rpid = f.p AND x.rtid = f.t
-              AND x.start_ns = f.s
+            WHERE ev.ph = 'X' AND ev.is_gpu AND ev.correlation IS NULL AND ev.rpid = f.p
+              AND ev.rtid = f.t AND ev.start_ns = f.s
             """
         )
     procs = con.execute(
-        "SELECT TRY_CAST(pid AS BIGINT) AS p, any_value(aname) FROM ev "
-        "WHERE ph = 'M' AND name = 'process_name' GROUP BY p"
+        "SELECT rpid, any_value(aname) FROM ev WHERE ph = 'M' GROUP BY rpid"
     ).fetchall()
     proc_names = {int(p): n for p, n in procs if p is not None}
-    con.execute("DROP TABLE ev")
 
     # The process that launched the GPU work: by correlation, else the main process.
     main_pid = _scalar(
@@ -312,14 +561,12 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
         "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range' AND correlation NOT IN "
         "(SELECT correlation FROM x WHERE kind = 'runtime' AND correlation IS NOT NULL)",
     )
-    n_gpu = _scalar(con, "SELECT count(*) FROM x WHERE is_gpu AND kind <> 'range'")
     if unmatched:
         stats["warnings"].append(
             f"{unmatched} of {n_gpu} GPU activities have no launching runtime call in the trace "
             "(launched before the profiling window or not traced); they keep their correlation "
             "but have no launch to attribute through."
         )
-    max_ts = _scalar(con, "SELECT max(abs(ts)) FROM x WHERE ts <> floor(ts)")
     if max_ts is not None and max_ts >= _EXACT_LIMIT_US:
         ulp_ns = 1000 * 2.0 ** (math.floor(math.log2(max_ts)) - 52)
         stats["warnings"].append(
@@ -327,7 +574,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
             f"digits carry only float64 precision (about {ulp_ns:.3g} ns)."
         )
 
-    payload = _payload_sql(con)
+    payload = _payload_sql(con) if markers else "NULL"
     table = con.sql(
         f"""
         WITH launch AS (
@@ -344,26 +591,20 @@ def _events(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, dict[str, Any]]:
             AS correlation,
           CASE WHEN x.kind IN ('memcpy', 'memset', 'kernel') THEN x.nbytes END AS bytes,
           CASE WHEN x.kind = 'range' THEN NOT x.is_gpu END AS nested,
-          CASE WHEN x.kind = 'range' AND x.cat = 'python_function' THEN 'nn.Module' END AS domain,
+          CASE WHEN x.kind = 'range' AND x.is_module THEN 'nn.Module' END AS domain,
           {payload} AS payload
         FROM x
         LEFT JOIN launch l ON x.is_gpu AND l.correlation = x.correlation
         {"LEFT JOIN pl ON pl.rid = x.rid" if payload != "NULL" else ""}
         WHERE NOT (x.kind IN ('range', 'cpu_op') AND starts_with(x.name, '{PAYLOAD_PREFIX}'))
           AND (x.is_gpu OR x.rpid IS NOT NULL)
-        ORDER BY x.start_ns, x.end_ns DESC, x.rid
         """,
         params={"main": main_pid},
     ).to_arrow_table()
     stats["main_pid"] = main_pid
     stats["process_names"] = proc_names
-    stats["kinds"] = _scalar(con, "SELECT count(DISTINCT cat) FROM x")
-    stats["format_2021"] = bool(
-        _scalar(con, "SELECT count(*) FROM x WHERE cat IN ('operator', 'runtime')")
-    )
-    stats["hip"] = bool(
-        _scalar(con, "SELECT count(*) FROM x WHERE kind = 'runtime' AND starts_with(name, 'hip')")
-    )
+    stats["format_2021"] = bool(format_2021)
+    stats["hip"] = bool(hip)
     return _typed(table), stats
 
 
@@ -371,15 +612,8 @@ def _payload_sql(con: duckdb.DuckDBPyConnection) -> str:
     """Attach nvtx_ranges payload markers to the innermost range open at the marker.
 
     Builds temp table ``pl(rid, payload)`` and returns the SQL expression for the
-    payload column (``NULL`` when the trace has no markers).
+    payload column (called only when the trace has markers).
     """
-    n = _scalar(
-        con,
-        f"SELECT count(*) FROM x WHERE kind IN ('range', 'cpu_op') AND NOT is_gpu "
-        f"AND starts_with(name, '{PAYLOAD_PREFIX}')",
-    )
-    if not n:
-        return "NULL"
     con.execute(
         rf"""
         CREATE TEMP TABLE pl AS
