@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,7 +271,7 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     return stats.result(path, fmt, raw.meta, pm.to_json(), result.step_mode, t0), table
 
 
-def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], None], phase_map: str, run: str) -> FileResult:
+def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phase_map: str, run: str) -> FileResult:
     """Nsight export -> attributed batches, with memory bounded by the narrow
     attribution inputs plus one batch: the ranges usable as launch stacks are
     indexed first (:class:`RangeIndex`), then every table streams through in rowid
@@ -403,7 +404,7 @@ def _label_batch(
     return conform(table)
 
 
-def process_into(path: Path, write: Callable[[pa.Table], None], phase_map: str, run: str) -> FileResult:
+def process_into(path: Path, write: Callable[[pa.Table], object], phase_map: str, run: str) -> FileResult:
     """Read, classify and attribute one file, handing its events to ``write`` (in
     batches for Nsight exports, whole for Kineto files)."""
     fmt = sniff(path)
@@ -463,9 +464,15 @@ class RunWriter:
             write_statistics=_PARQUET_STATS,
             store_schema=False,
         )
+        self.row_groups = 0
 
-    def write(self, table: pa.Table) -> None:
-        self.writer.write_table(_for_writing(table), row_group_size=ROW_GROUP)
+    def write(self, table: pa.Table) -> range:
+        """Write ``table``; return the indices of the row groups it became."""
+        first = self.row_groups
+        if table.num_rows:
+            self.writer.write_table(_for_writing(table), row_group_size=ROW_GROUP)
+            self.row_groups += -(-table.num_rows // ROW_GROUP)
+        return range(first, self.row_groups)
 
     def close(self, meta: dict[str, Any] | None = None) -> None:
         if meta is not None:
@@ -526,18 +533,24 @@ def events_writer(
             writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
 
 
-def _merge(results: list[FileResult], offsets: list[int], out_tmp: Path, meta: dict[str, Any]) -> None:
-    with events_writer(out_tmp, SCHEMA, meta) as writer:
-        for r, off in zip(results, offsets, strict=True):
-            pf = pq.ParquetFile(r.part)
-            for batch in pf.iter_batches(batch_size=ROW_GROUP):
-                tbl = pa.Table.from_batches([batch])
+def _renumber(
+    src: Path, dst: Path, groups: list[list[int]], offsets: list[int], meta: dict[str, Any]
+) -> None:
+    """Copy ``src`` row group by row group, adding each input's rank offset."""
+    pf = pq.ParquetFile(src)
+    writer = RunWriter(dst)
+    try:
+        for rgs, off in zip(groups, offsets, strict=True):
+            for g in rgs:
+                tbl = pf.read_row_group(g)
                 if off:
                     idx = tbl.column_names.index("rank")
                     tbl = tbl.set_column(
                         idx, "rank", pc.add(tbl.column("rank"), pa.scalar(off, pa.int32()))
                     )
-                writer.write_table(tbl.cast(SCHEMA), row_group_size=ROW_GROUP)
+                writer.write(tbl)
+    finally:
+        writer.close(meta)
 
 
 def share(num: int, den: int) -> float | None:
@@ -638,45 +651,45 @@ def ingest(
     out_tmp = workdir / out.name
     n = len(files)
     try:
-        parts = [workdir / f"part-{i:05d}.parquet" for i in range(n)]
         n_jobs = max(1, min(jobs or (os.cpu_count() or 1), n))
-        results: list[FileResult] = []
-        if n == 1:
-            # One input (e.g. one nsys session over all ranks): write the output once,
-            # without a part file to merge.
+        # Every input streams into the one output as it is attributed: one file per
+        # worker thread at a time (readers, SQLite, Arrow and NumPy release the GIL,
+        # and threads share one copy of the libraries), writes serialised by a lock.
+        writer = RunWriter(out_tmp)
+        lock = threading.Lock()
+        groups: list[list[int]] = [[] for _ in range(n)]  # row groups written per input
+
+        def work(i: int) -> FileResult:
+            def write(table: pa.Table) -> None:
+                with lock:
+                    groups[i].extend(writer.write(table))
+
             if progress:
-                progress("read", 0, 1, files[0])
-            writer = RunWriter(out_tmp)
-            try:
-                summary = process_into(files[0], writer.write, phase_map, label)
-                meta, warnings = run_metadata([summary], [0], label)
-            except BaseException:
-                writer.close()
-                raise
-            if progress:
-                progress("write", 0, 1, out)
-            writer.close(meta)
-            os.replace(out_tmp, out)
-        elif n_jobs == 1:
-            for i, f in enumerate(files):
-                if progress:
-                    progress("read", i, n, f)
-                results.append(ingest_file(f, parts[i], phase_map, label))
-                if progress:
-                    progress("done", i, n, f)
-        else:
-            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-                futs = [pool.submit(ingest_file, f, parts[i], phase_map, label) for i, f in enumerate(files)]
-                for i, fut in enumerate(futs):
-                    results.append(fut.result())
-                    if progress:
+                progress("read", i, n, files[i])
+            return process_into(files[i], write, phase_map, label)
+
+        try:
+            results: list[FileResult] = []
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                for i, res in enumerate(pool.map(work, range(n))):
+                    results.append(res)
+                    if progress and n > 1:
                         progress("done", i, n, files[i])
-        if n > 1:
             offsets = rank_offsets(results)
             meta, warnings = run_metadata(results, offsets, label)
-            if progress:
-                progress("write", n - 1, n, out)
-            _merge(results, offsets, out_tmp, meta)
+        except BaseException:
+            writer.close()
+            raise
+        if progress:
+            progress("write", n - 1, n, out)
+        if any(offsets):
+            # Ranks numbered per file (no explicit rank in the traces): shift them,
+            # which needs one more pass over the written row groups.
+            writer.close()
+            _renumber(out_tmp, workdir / "renumbered.parquet", groups, offsets, meta)
+            os.replace(workdir / "renumbered.parquet", out)
+        else:
+            writer.close(meta)
             os.replace(out_tmp, out)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
