@@ -344,9 +344,7 @@ def load_query(name_or_file: str | Path) -> Query:
 # --------------------------------------------------------------------------- running
 
 
-def check_run(
-    path: str | Path, con: duckdb.DuckDBPyConnection | None = None
-) -> dict[str, Any]:
+def check_run(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
     """Check that ``path`` is a tracekit run and return its run metadata.
 
     A run is a Parquet file written by ``tracekit ingest``: its key-value metadata
