@@ -573,26 +573,47 @@ def _cells(df: pd.DataFrame, max_width: int) -> tuple[list[str], list[list[str]]
 
 
 def _render(headers: list[str], rows: list[list[str]], numeric: list[bool], fmt: str) -> str:
-    """Aligned text (``table``) or ``markdown`` from formatted cells."""
+    """Aligned text (``table``) or ``markdown`` from formatted cells (column by column:
+    a result of tens of thousands of rows prints in a fraction of a second)."""
     if fmt == "markdown":
 
-        def md(cells: list[str]) -> str:
+        def md(cells: Sequence[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
         rule = ["---:" if n else "---" for n in numeric]
         return "\n".join([md(headers), "| " + " | ".join(rule) + " |", *(md(r) for r in rows)])
-    widths = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
-        ]
-        return "  ".join(out).rstrip()
-
-    body = [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+    cols: list[Sequence[str]] = list(zip(*rows, strict=True)) if rows else [() for _ in headers]
+    widths = [
+        max(len(h), max(map(len, col), default=0)) for h, col in zip(headers, cols, strict=True)
+    ]
+    just = [
+        [c.rjust(w) for c in col] if n else [c.ljust(w) for c in col]
+        for col, w, n in zip(cols, widths, numeric, strict=True)
+    ]
+    head = [
+        h.rjust(w) if n else h.ljust(w) for h, w, n in zip(headers, widths, numeric, strict=True)
+    ]
+    body = ["  ".join(head).rstrip(), "  ".join("-" * w for w in widths)]
+    body.extend("  ".join(r).rstrip() for r in zip(*just, strict=True))
     if not rows:
         body.append("(no rows)")
     return "\n".join(body)
+
+
+def _column_cells(values: Sequence[Any], type_: str, max_width: int) -> list[str]:
+    """The cells of one fetched column of a plain type (as :func:`_cell` makes them)."""
+    if type_ in _INT_TYPES or type_ == "BOOLEAN":
+        return ["NULL" if v is None else str(v) for v in values]
+    if type_ == "DOUBLE":
+        return [_cell(v, max_width) for v in values]
+    out = []
+    for v in values:
+        if v is None:
+            out.append("NULL")
+            continue
+        text = str(v).replace("\n", " ")
+        out.append(text if len(text) <= max_width else text[: max_width - 1] + "…")
+    return out
 
 
 def format_rows(
@@ -618,8 +639,9 @@ def format_rows(
     if odd:
         raise TracekitError(f"format_rows takes plain column types, not {odd[0]}.")
     numeric = [t in _INT_TYPES or t == "DOUBLE" for t in types]
-    cells = [[_cell(v, max_width) for v in row] for row in rows]
-    return _render(list(headers), cells, numeric, fmt)
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in types]
+    cells = [_column_cells(col, t, max_width) for col, t in zip(cols, types, strict=True)]
+    return _render(list(headers), [list(r) for r in zip(*cells, strict=True)], numeric, fmt)
 
 
 def format_table(df: pd.DataFrame, fmt: str = "table", *, max_width: int = 60) -> str:
