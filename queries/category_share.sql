@@ -16,11 +16,21 @@ WITH g AS (
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset')
 ),
-phase_total AS (
-    SELECT run, phase, SUM(dur_ns) AS phase_ns, MIN(start_ns) AS first_ns,
-           COUNT(DISTINCT [rank, step]) FILTER (WHERE step IS NOT NULL) AS steps
-    FROM g
+-- Step instances per phase: distinct (rank, step) pairs, counted apart from the
+-- time sums (a list-valued COUNT(DISTINCT) key over every row is slow).
+phase_steps AS (
+    SELECT run, phase, COUNT(*) AS steps
+    FROM (SELECT DISTINCT run, phase, rank, step FROM g WHERE step IS NOT NULL)
     GROUP BY run, phase
+),
+phase_total AS (
+    SELECT t.run, t.phase, t.phase_ns, t.first_ns, COALESCE(s.steps, 0) AS steps
+    FROM (
+        SELECT run, phase, SUM(dur_ns) AS phase_ns, MIN(start_ns) AS first_ns
+        FROM g
+        GROUP BY run, phase
+    ) t
+    LEFT JOIN phase_steps s USING (run, phase)
 ),
 per_cat AS (
     SELECT run, phase, category, COUNT(*) AS activities, SUM(dur_ns) AS cat_ns

@@ -48,49 +48,64 @@ inst AS (
     JOIN coll_ranks r USING (run, collective)
     GROUP BY c.run, c.collective, c.seq
 ),
-compute AS (
-    SELECT run, rank, device, start_ns, end_ns,
-           MAX(end_ns) OVER (
-               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
+-- Exposed time = duration - covered time; covered = length of the union of the compute
+-- kernels of the same device inside the communication kernel. Only overlapping compute
+-- kernels matter, found by equi-joins on 1 ms time buckets (no range join, no sort of
+-- all kernels): a compute kernel of at most 1 ms that overlaps a communication kernel
+-- starts in a bucket from one before the communication kernel's first to its last; a
+-- longer one shares a bucket with it and is paired in the first bucket both touch.
+comm_near AS (
+    SELECT run, rank, device, collective, seq, start_ns AS c_start, end_ns AS c_end,
+           unnest(range((start_ns - 1000000) // 1000000, end_ns // 1000000 + 1)) AS bucket
+    FROM comm
+    WHERE device IS NOT NULL
+),
+comm_in AS (
+    SELECT run, rank, device, collective, seq, start_ns AS c_start, end_ns AS c_end,
+           unnest(range(start_ns // 1000000, end_ns // 1000000 + 1)) AS bucket
+    FROM comm
+    WHERE device IS NOT NULL
+),
+-- Each overlapping (communication, compute) pair once, clipped to the communication kernel.
+overlap AS (
+    SELECT s.run, s.rank, s.collective, s.seq,
+           GREATEST(k.start_ns, s.c_start) AS o_start, LEAST(k.end_ns, s.c_end) AS o_end
+    FROM (
+        SELECT run, rank, device, start_ns, end_ns, start_ns // 1000000 AS bucket
+        FROM events
+        WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
+          AND device IS NOT NULL AND end_ns - start_ns <= 1000000
+    ) k
+    JOIN comm_near s USING (run, rank, device, bucket)
+    WHERE k.start_ns < s.c_end AND k.end_ns > s.c_start
+    UNION ALL
+    SELECT s.run, s.rank, s.collective, s.seq,
+           GREATEST(k.start_ns, s.c_start), LEAST(k.end_ns, s.c_end)
+    FROM (
+        SELECT run, rank, device, start_ns, end_ns,
+               unnest(range(start_ns // 1000000, end_ns // 1000000 + 1)) AS bucket
+        FROM events
+        WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
+          AND device IS NOT NULL AND end_ns - start_ns > 1000000
+    ) k
+    JOIN comm_in s USING (run, rank, device, bucket)
+    WHERE k.start_ns < s.c_end AND k.end_ns > s.c_start
+      AND k.bucket = GREATEST(k.start_ns // 1000000, s.c_start // 1000000)
+),
+-- Union length: in start order each piece adds its part past the latest earlier end.
+overlap_reach AS (
+    SELECT run, rank, collective, seq, o_start, o_end,
+           MAX(o_end) OVER (
+               PARTITION BY run, rank, collective, seq ORDER BY o_start
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-           ) AS prev_end
-    FROM events
-    WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
-      AND device IS NOT NULL
-),
-islands AS (
-    SELECT run, rank, device, start_ns, end_ns,
-           SUM(CASE WHEN prev_end IS NULL OR start_ns > prev_end THEN 1 ELSE 0 END) OVER (
-               PARTITION BY run, rank, device ORDER BY start_ns, end_ns
-               ROWS UNBOUNDED PRECEDING
-           ) AS island
-    FROM compute
-),
-busy AS (
-    SELECT run, rank, device, MIN(start_ns) AS start_ns, MAX(end_ns) AS end_ns
-    FROM islands
-    GROUP BY run, rank, device, island
-),
--- Busy time before t on a device, F(t) = busy time of the islands before the last
--- island starting at or before t, plus the part of that island before t; a kernel's
--- covered time is F(end) - F(start): two sort-based ASOF joins, no range join.
-busy_cum AS (
-    SELECT run, rank, device, start_ns, end_ns,
-           COALESCE(SUM(end_ns - start_ns) OVER (
-               PARTITION BY run, rank, device ORDER BY start_ns
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-           ), 0) AS before_ns
-    FROM busy
+           ) AS reach
+    FROM overlap
 ),
 covered AS (
-    SELECT c.run, c.rank, c.collective, c.seq,
-           COALESCE(e.before_ns + LEAST(c.end_ns, e.end_ns) - e.start_ns, 0)
-         - COALESCE(s.before_ns + LEAST(c.start_ns, s.end_ns) - s.start_ns, 0) AS covered_ns
-    FROM comm c
-    ASOF LEFT JOIN busy_cum s
-      ON s.run = c.run AND s.rank = c.rank AND s.device = c.device AND s.start_ns <= c.start_ns
-    ASOF LEFT JOIN busy_cum e
-      ON e.run = c.run AND e.rank = c.rank AND e.device = c.device AND e.start_ns <= c.end_ns
+    SELECT run, rank, collective, seq,
+           SUM(GREATEST(o_end - GREATEST(o_start, COALESCE(reach, o_start)), 0)) AS covered_ns
+    FROM overlap_reach
+    GROUP BY run, rank, collective, seq
 ),
 comm_rows AS (
     SELECT c.run, c.rank, c.device, c.stream, c.phase, c.step, c.op, c.collective, c.seq,

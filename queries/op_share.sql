@@ -16,11 +16,21 @@ WITH k AS (
     FROM events
     WHERE kind = 'kernel'
 ),
-phase_total AS (
-    SELECT run, phase, SUM(dur_ns) AS phase_ns, MIN(start_ns) AS first_ns,
-           COUNT(DISTINCT [rank, step]) FILTER (WHERE step IS NOT NULL) AS steps
-    FROM k
+-- Step instances per phase: distinct (rank, step) pairs, counted apart from the
+-- time sums (a list-valued COUNT(DISTINCT) key over every row is slow).
+phase_steps AS (
+    SELECT run, phase, COUNT(*) AS steps
+    FROM (SELECT DISTINCT run, phase, rank, step FROM k WHERE step IS NOT NULL)
     GROUP BY run, phase
+),
+phase_total AS (
+    SELECT t.run, t.phase, t.phase_ns, t.first_ns, COALESCE(s.steps, 0) AS steps
+    FROM (
+        SELECT run, phase, SUM(dur_ns) AS phase_ns, MIN(start_ns) AS first_ns
+        FROM k
+        GROUP BY run, phase
+    ) t
+    LEFT JOIN phase_steps s USING (run, phase)
 ),
 per_op AS (
     SELECT run, phase, op, COUNT(*) AS kernels, SUM(dur_ns) AS op_ns

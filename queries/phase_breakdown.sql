@@ -19,7 +19,9 @@
 -- column: gpu_idle_pct  GPU idle share inside steps (%): 100 × (1 − busy / GPU span), both summed over the phase's steps; GPU span of a step = first start to last end of its activities on a device
 -- column: kernels_per_step  kernels per step (count)
 -- column: launches_per_step  launching API calls per step (distinct correlation ids of the step's GPU work; a CUDA graph launch counts once)
-WITH gpu AS (
+-- gpu is read by several parts; NOT MATERIALIZED: scanning the Parquet again is cheaper
+-- than materializing every GPU row.
+WITH gpu AS NOT MATERIALIZED (
     SELECT run, rank, device, COALESCE(phase, '(no phase)') AS phase, step, kind, category,
            pid, correlation, start_ns, end_ns, dur_ns
     FROM events
@@ -46,56 +48,37 @@ wall AS (
     FROM step_wall
     GROUP BY run, rank, phase
 ),
--- Busy time: merge overlapping intervals (gaps and islands) per device and phase.
+-- Busy time = length of the union of a device's intervals of one phase. In start order,
+-- each interval adds the part of it that ends after every earlier-starting interval
+-- of the same (device, phase): max(0, end - max(start, reach)), reach = the latest end
+-- so far. One sorted pass, no islands.
 phase_reach AS (
-    SELECT run, rank, device, phase, start_ns, end_ns,
+    SELECT run, rank, phase, start_ns, end_ns,
            MAX(end_ns) OVER (
-               PARTITION BY run, rank, device, phase ORDER BY start_ns, end_ns
+               PARTITION BY run, rank, device, phase ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
 ),
-phase_islands AS (
-    SELECT run, rank, device, phase, start_ns, end_ns,
-           SUM(CASE WHEN reach_ns IS NULL OR start_ns > reach_ns THEN 1 ELSE 0 END) OVER (
-               PARTITION BY run, rank, device, phase ORDER BY start_ns, end_ns
-               ROWS UNBOUNDED PRECEDING) AS island
-    FROM phase_reach
-),
 busy AS (
-    SELECT run, rank, phase, SUM(island_ns) AS busy_ns
-    FROM (
-        SELECT run, rank, device, phase, island, MAX(end_ns) - MIN(start_ns) AS island_ns
-        FROM phase_islands
-        GROUP BY run, rank, device, phase, island
-    )
+    SELECT run, rank, phase,
+           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
+    FROM phase_reach
     GROUP BY run, rank, phase
 ),
--- The same merge per step, for the idle share inside each step's GPU span.
+-- The same per step, for the idle share inside each step's GPU span.
 step_reach AS (
     SELECT run, rank, device, phase, step, start_ns, end_ns,
            MAX(end_ns) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
+               PARTITION BY run, rank, device, phase, step ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
     WHERE step IS NOT NULL
 ),
-step_islands AS (
-    SELECT run, rank, device, phase, step, start_ns, end_ns,
-           SUM(CASE WHEN reach_ns IS NULL OR start_ns > reach_ns THEN 1 ELSE 0 END) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
-               ROWS UNBOUNDED PRECEDING) AS island
-    FROM step_reach
-),
 step_busy AS (
     SELECT run, rank, device, phase, step,
-           SUM(island_ns) AS busy_ns, MAX(island_end) - MIN(island_start) AS span_ns
-    FROM (
-        SELECT run, rank, device, phase, step, island,
-               MIN(start_ns) AS island_start, MAX(end_ns) AS island_end,
-               MAX(end_ns) - MIN(start_ns) AS island_ns
-        FROM step_islands
-        GROUP BY run, rank, device, phase, step, island
-    )
+           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns,
+           MAX(end_ns) - MIN(start_ns) AS span_ns
+    FROM step_reach
     GROUP BY run, rank, device, phase, step
 ),
 idle AS (
@@ -110,18 +93,33 @@ totals AS (
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel'), 0) AS kernel_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind <> 'kernel'), 0) AS copy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel' AND category = 'communication'), 0) AS comm_ns,
-           COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels,
-           COUNT(DISTINCT [pid, correlation]) FILTER (WHERE correlation IS NOT NULL) AS launches
+           COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels
     FROM gpu
     GROUP BY run, rank, phase
 ),
+-- Launches: distinct (pid, correlation) pairs, counted as 64-bit masks of the
+-- correlation ids per (pid, correlation / 64): far fewer groups than pairs.
+launch_bits AS (
+    SELECT run, rank, phase, pid, correlation >> 6 AS hi,
+           bit_or(1::UBIGINT << (correlation & 63)::UBIGINT) AS bits
+    FROM gpu
+    WHERE correlation IS NOT NULL
+    GROUP BY run, rank, phase, pid, correlation >> 6
+),
+launch_count AS (
+    SELECT run, rank, phase, SUM(bit_count(bits)) AS launches
+    FROM launch_bits
+    GROUP BY run, rank, phase
+),
 joined AS (
-    SELECT t.*, w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, b.busy_ns, i.idle_pct,
+    SELECT t.*, COALESCE(l.launches, 0) AS launches,
+           w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, b.busy_ns, i.idle_pct,
            COALESCE(NULLIF(w.range_steps, 0), t.gpu_steps) AS steps
     FROM totals t
     LEFT JOIN wall w USING (run, rank, phase)
     LEFT JOIN busy b USING (run, rank, phase)
     LEFT JOIN idle i USING (run, rank, phase)
+    LEFT JOIN launch_count l USING (run, rank, phase)
 )
 SELECT run, rank, phase, steps,
        ROUND(mean_ns / 1e6, 3) AS wall_ms_mean,

@@ -34,27 +34,19 @@ step_wall AS (
     FROM step_rows
     GROUP BY run, rank, phase, step
 ),
+-- Busy time of a step = length of the union of its intervals per device: in start
+-- order each interval adds its part past the latest earlier end (one sorted pass).
 step_reach AS (
-    SELECT run, rank, device, phase, step, start_ns, end_ns,
+    SELECT run, rank, phase, step, start_ns, end_ns,
            MAX(end_ns) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
+               PARTITION BY run, rank, device, phase, step ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
 ),
-step_islands AS (
-    SELECT run, rank, device, phase, step, start_ns, end_ns,
-           SUM(CASE WHEN reach_ns IS NULL OR start_ns > reach_ns THEN 1 ELSE 0 END) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns, end_ns
-               ROWS UNBOUNDED PRECEDING) AS island
-    FROM step_reach
-),
 step_busy AS (
-    SELECT run, rank, phase, step, SUM(island_ns) AS busy_ns
-    FROM (
-        SELECT run, rank, device, phase, step, island, MAX(end_ns) - MIN(start_ns) AS island_ns
-        FROM step_islands
-        GROUP BY run, rank, device, phase, step, island
-    )
+    SELECT run, rank, phase, step,
+           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
+    FROM step_reach
     GROUP BY run, rank, phase, step
 ),
 step_gpu AS (
@@ -66,8 +58,13 @@ step_gpu AS (
     FROM gpu
     GROUP BY run, rank, phase, step
 ),
+-- Time zero of a run: its first event of any kind, for the runs that have steps (the
+-- scan of every event is skipped when no run has one).
 run_start AS (
-    SELECT run, MIN(start_ns) AS t0_ns FROM events GROUP BY run
+    SELECT run, MIN(start_ns) AS t0_ns
+    FROM events
+    WHERE run IN (SELECT run FROM step_gpu UNION ALL SELECT run FROM step_wall)
+    GROUP BY run
 )
 SELECT run, rank, phase, step,
        ROUND((COALESCE(w.start_ns, g.gpu_start_ns) - r.t0_ns) / 1e9, 6) AS start_s,

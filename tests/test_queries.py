@@ -775,3 +775,121 @@ def test_duckdb_cli_shell_runs_every_query(runs: dict[str, Path]) -> None:
     assert "Error" not in res.stdout + res.stderr
     for q in list_queries():
         assert q.name in res.stdout
+
+
+# --------------------------------------------------------------------------- interval edge cases
+
+
+def _synthetic_run(path: Path, rows: list[dict[str, object]]) -> Path:
+    """A run file with exactly ``rows`` (other columns NULL) and run metadata."""
+    from tracekit.schema import SCHEMA
+
+    cols: dict[str, list[object]] = {f.name: [] for f in SCHEMA}
+    for r in rows:
+        for name in cols:
+            cols[name].append(r.get(name))
+    table = pa.table(cols, schema=SCHEMA).replace_schema_metadata(
+        {"tracekit": json.dumps({"schema_version": 1, "run": "synthetic"})}
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def _union(intervals: list[tuple[int, int]]) -> int:
+    """Length of a union of [start, end) intervals, by a plain merge."""
+    total, cur_s, cur_e = 0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def test_busy_and_exposed_time_on_crafted_intervals(tmp_path: Path) -> None:
+    """Overlapping streams, equal starts, kernels longer than the 1 ms buckets the comm
+    queries pair kernels in, a compute kernel containing a whole communication kernel,
+    touching edges: busy and exposed time equal a plain-Python interval merge."""
+    ms = 1_000_000
+    rng = np.random.default_rng(7)
+    rows: list[dict[str, object]] = []
+    corr = 0
+
+    def gpu(rank: int, start: int, end: int, *, comm: bool = False, step: int | None = None,
+            stream: int = 7, phase: str | None = "decode") -> None:
+        nonlocal corr
+        corr += 1
+        rows.append({
+            "run": "synthetic", "rank": rank, "pid": 100 + rank, "device": rank,
+            "stream": stream, "kind": "kernel",
+            "name": "ncclDevKernel_AllReduce_Sum_f32" if comm else "gemm",
+            "short_name": "ncclDevKernel_AllReduce_Sum_f32" if comm else "gemm",
+            "start_ns": start, "end_ns": end, "dur_ns": end - start, "correlation": corr,
+            "category": "communication" if comm else "gemm",
+            "collective": "AllReduce" if comm else None, "phase": phase, "step": step,
+        })
+
+    for rank in (0, 1):
+        base = rank * 37  # ranks slightly apart
+        # Hand-made cases around one communication kernel at [10 ms, 12 ms).
+        gpu(rank, base + 10 * ms, base + 12 * ms, comm=True, step=0, stream=9)
+        gpu(rank, base + 5 * ms, base + 30 * ms, step=0)            # 25 ms, contains it
+        gpu(rank, base + 11 * ms, base + 11 * ms + 500, step=0)      # inside
+        gpu(rank, base + 9 * ms, base + 10 * ms, step=0)            # touches its start
+        gpu(rank, base + 12 * ms, base + 12 * ms + 10, step=0)       # touches its end
+        gpu(rank, base + 50 * ms, base + 52 * ms, comm=True, step=1, stream=9)
+        gpu(rank, base + 49 * ms, base + 50 * ms + 3, step=1)        # 1 ms + 3 ns, in
+        gpu(rank, base + 51 * ms + 999_999, base + 53 * ms, step=1)  # over a bucket edge
+        gpu(rank, base + 51 * ms + 999_999, base + 51 * ms + 999_999 + 7, step=1)  # same start
+        gpu(rank, base + 40 * ms, base + 49 * ms, step=1)            # 9 ms, ends before
+        # Random kernels on two streams and more communication kernels.
+        t = 60 * ms
+        for i in range(300):
+            t += int(rng.integers(0, 400_000))
+            d = int(rng.choice([0, 2_000, 90_000, 1_000_000, 1_500_000, 12_000_000]))
+            gpu(rank, base + t, base + t + d, stream=7 + i % 2, step=2 + i // 100)
+            if i % 25 == 0:
+                gpu(rank, base + t + 1_000, base + t + 1_000 + int(rng.integers(1, 3 * ms)),
+                    comm=True, step=2 + i // 100, stream=9)
+    run = _synthetic_run(tmp_path / "synthetic.parquet", rows)
+
+    kernels = [r for r in rows]
+    # Busy time per rank (phase decode), all kernels.
+    pb = run_query("phase_breakdown", [run]).set_index("rank")
+    for rank in (0, 1):
+        ivs = [(r["start_ns"], r["end_ns"]) for r in kernels if r["rank"] == rank]
+        assert pb.loc[rank, "gpu_busy_ms"] == pytest.approx(_union(ivs) / 1e6, abs=1e-3)
+    # Per step busy time.
+    ss = run_query("step_series", [run])
+    for _, row in ss.iterrows():
+        ivs = [(r["start_ns"], r["end_ns"]) for r in kernels
+               if r["rank"] == row["rank"] and r["step"] == row["step"]]
+        assert row["gpu_busy_ms"] == pytest.approx(_union(ivs) / 1e6, abs=1e-3)
+    # Exposed communication time per rank: comm time not covered by compute kernels.
+    by_rank = run_query("comm_by_rank", [run]).set_index("rank")
+    for rank in (0, 1):
+        compute = [(r["start_ns"], r["end_ns"]) for r in kernels
+                   if r["rank"] == rank and r["category"] != "communication"]
+        exposed = 0
+        for c in (r for r in kernels if r["rank"] == rank and r["category"] == "communication"):
+            inside = [(max(s, c["start_ns"]), min(e, c["end_ns"])) for s, e in compute
+                      if s < c["end_ns"] and e > c["start_ns"]]
+            exposed += (c["end_ns"] - c["start_ns"]) - _union(inside)
+        assert by_rank.loc[rank, "exposed_ms"] == pytest.approx(exposed / 1e6, abs=1e-3)
+
+
+def test_cli_text_equals_the_dataframe_formatting(runs: dict[str, Path]) -> None:
+    """tracekit query formats plain results from fetched rows (no pandas); the text must
+    be what format_table makes of run_query's DataFrame."""
+    from tracekit.sql import query_text
+
+    for case in ("mfu", "hta", "tp2_torch"):
+        run = run_of(runs, case)
+        for q in list_queries():
+            for fmt in ("table", "markdown", "csv"):
+                want = format_table(run_query(q.name, [run]), fmt)
+                assert query_text(q.name, [run], None, fmt) == want, (case, q.name, fmt)

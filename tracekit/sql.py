@@ -31,13 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
-import pyarrow.parquet as pq
 
 from tracekit.errors import TracekitError
+
+if TYPE_CHECKING:  # pandas is imported only where a DataFrame is made (start-up time)
+    import pandas as pd
 
 QUERY_PACKAGE = "tracekit.queries"
 METADATA_KEY = b"tracekit"
@@ -343,22 +344,31 @@ def load_query(name_or_file: str | Path) -> Query:
 # --------------------------------------------------------------------------- running
 
 
-def check_run(path: str | Path) -> dict[str, Any]:
+def check_run(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
     """Check that ``path`` is a tracekit run and return its run metadata.
 
     A run is a Parquet file written by ``tracekit ingest``: its key-value metadata
-    holds the key ``tracekit`` (JSON).
+    holds the key ``tracekit`` (JSON).  The footer is read with DuckDB (``con`` if
+    given), so checking a run costs no pyarrow import.
     """
     p = Path(path)
     if not p.is_file():
         raise TracekitError(f"Run file {p} does not exist.")
+    own = con is None
+    db = duckdb.connect() if con is None else con
     try:
-        schema = pq.read_schema(p)
-    except Exception:  # pyarrow raises several types for a non-Parquet file
+        # The path is a bound value, never SQL text.
+        rows = db.execute(
+            "SELECT key, value FROM parquet_kv_metadata($path)", {"path": str(p)}
+        ).fetchall()
+    except duckdb.Error:
         raise TracekitError(
             f"{p} is not a Parquet file; make a run with 'tracekit ingest TRACE -o RUN.parquet'."
         ) from None
-    raw = (schema.metadata or {}).get(METADATA_KEY)
+    finally:
+        if own:
+            db.close()
+    raw = next((bytes(v) for k, v in rows if bytes(k) == METADATA_KEY), None)
     if raw is None:
         raise TracekitError(
             f"{p} is a Parquet file but not a tracekit run (no 'tracekit' metadata); "
@@ -380,9 +390,13 @@ def connect(parquet_paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
     paths = [Path(p) for p in parquet_paths]
     if not paths:
         raise TracekitError("No run given; pass one or more RUN.parquet files.")
-    for p in paths:
-        check_run(p)
     con = duckdb.connect()
+    try:
+        for p in paths:
+            check_run(p, con)
+    except TracekitError:
+        con.close()
+        raise
     # The relation API takes the file list as a value, so no path is put into SQL text.
     rel = con.read_parquet([str(p.resolve()) for p in paths], union_by_name=True)
     rel.create_view("events")
@@ -428,6 +442,11 @@ def set_params(con: duckdb.DuckDBPyConnection, query: Query, values: Mapping[str
         con.execute(f'SET VARIABLE "{name}" = CAST($value AS {types[name]})', {"value": value})
 
 
+def _failed(query: Query, exc: duckdb.Error) -> TracekitError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TracekitError(f"Query {query.name!r} ({query.source}) failed: {first}")
+
+
 def execute(
     con: duckdb.DuckDBPyConnection, query: Query, params: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
@@ -436,8 +455,7 @@ def execute(
     try:
         return con.sql(query.sql).df()
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TracekitError(f"Query {query.name!r} ({query.source}) failed: {first}") from None
+        raise _failed(query, exc) from None
 
 
 def run_query(
@@ -455,6 +473,44 @@ def run_query(
     con = connect(parquet_paths)
     try:
         return execute(con, query, values)
+    finally:
+        con.close()
+
+
+def query_text(
+    name_or_file: str | Path,
+    parquet_paths: Sequence[str | Path],
+    params: Mapping[str, Any] | None = None,
+    fmt: str = "table",
+) -> str:
+    """Run a query like :func:`run_query` and return it formatted as :func:`format_table`
+    formats the DataFrame (``tracekit query`` prints this).
+
+    A result of plain column types (integers, DOUBLE, BOOLEAN, VARCHAR) printed as
+    ``table`` or ``markdown`` is formatted from the fetched rows, with the cells the
+    DataFrame would give, so the command does not import pandas (about a second of
+    start-up); other types and formats go through the DataFrame.
+    """
+    if fmt not in FORMATS:
+        raise TracekitError(f"Unknown output format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    query = load_query(name_or_file)
+    values = bind_params(query, params)
+    con = connect(parquet_paths)
+    try:
+        set_params(con, query, values)
+        try:
+            if fmt in ("table", "markdown"):
+                cur = con.execute(query.sql)
+                types = [str(d[1]) for d in cur.description or []]
+                if all(t in _ROW_TYPES for t in types):
+                    headers = [str(d[0]) for d in cur.description or []]
+                    return format_rows(headers, types, cur.fetchall(), fmt)
+                df = cur.df()
+            else:
+                df = con.sql(query.sql).df()
+        except duckdb.Error as exc:
+            raise _failed(query, exc) from None
+        return format_table(df, fmt)
     finally:
         con.close()
 
@@ -477,8 +533,16 @@ def parse_param_args(items: Iterable[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- output
 
 
+#: Result column types whose fetched Python values print exactly as the DataFrame's
+#: (integers stay integers, nullable; DOUBLE is float64; BOOLEAN is not numeric).
+_INT_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+)
+_ROW_TYPES = _INT_TYPES | {"DOUBLE", "BOOLEAN", "VARCHAR"}
+
+
 def _cell(value: Any, max_width: int) -> str:
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
         return "NULL"
     if isinstance(value, float):
         if math.isnan(value):
@@ -493,14 +557,91 @@ def _cell(value: Any, max_width: int) -> str:
 
 
 def _cells(df: pd.DataFrame, max_width: int) -> tuple[list[str], list[list[str]], list[bool]]:
+    import pandas as pd
+
     headers = [str(c) for c in df.columns]
     numeric = [
         pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
         for c in df.columns
     ]
-    cols = [df[c].astype(object).tolist() for c in df.columns]
+    cols = [
+        [None if v is pd.NA or v is pd.NaT else v for v in df[c].astype(object).tolist()]
+        for c in df.columns
+    ]
     rows = [[_cell(col[i], max_width) for col in cols] for i in range(len(df))]
     return headers, rows, numeric
+
+
+def _render(headers: list[str], rows: list[list[str]], numeric: list[bool], fmt: str) -> str:
+    """Aligned text (``table``) or ``markdown`` from formatted cells (column by column:
+    a result of tens of thousands of rows prints in a fraction of a second)."""
+    if fmt == "markdown":
+
+        def md(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        rule = ["---:" if n else "---" for n in numeric]
+        return "\n".join([md(headers), "| " + " | ".join(rule) + " |", *(md(r) for r in rows)])
+    cols: list[Sequence[str]] = list(zip(*rows, strict=True)) if rows else [() for _ in headers]
+    widths = [
+        max(len(h), max(map(len, col), default=0)) for h, col in zip(headers, cols, strict=True)
+    ]
+    just = [
+        [c.rjust(w) for c in col] if n else [c.ljust(w) for c in col]
+        for col, w, n in zip(cols, widths, numeric, strict=True)
+    ]
+    head = [
+        h.rjust(w) if n else h.ljust(w) for h, w, n in zip(headers, widths, numeric, strict=True)
+    ]
+    body = ["  ".join(head).rstrip(), "  ".join("-" * w for w in widths)]
+    body.extend("  ".join(r).rstrip() for r in zip(*just, strict=True))
+    if not rows:
+        body.append("(no rows)")
+    return "\n".join(body)
+
+
+def _column_cells(values: Sequence[Any], type_: str, max_width: int) -> list[str]:
+    """The cells of one fetched column of a plain type (as :func:`_cell` makes them)."""
+    if type_ in _INT_TYPES or type_ == "BOOLEAN":
+        return ["NULL" if v is None else str(v) for v in values]
+    if type_ == "DOUBLE":
+        return [_cell(v, max_width) for v in values]
+    out = []
+    for v in values:
+        if v is None:
+            out.append("NULL")
+            continue
+        text = str(v).replace("\n", " ")
+        out.append(text if len(text) <= max_width else text[: max_width - 1] + "…")
+    return out
+
+
+def format_rows(
+    headers: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    fmt: str = "table",
+    *,
+    max_width: int = 60,
+) -> str:
+    """``table`` or ``markdown`` from fetched rows whose DuckDB column ``types`` are
+    all plain (integers, DOUBLE, BOOLEAN, VARCHAR): the same text :func:`format_table`
+    gives for the DataFrame of that result.
+
+    >>> print(format_rows(["op", "share_pct"], ["VARCHAR", "DOUBLE"], [("ffn", 61.5)]))
+    op   share_pct
+    ---  ---------
+    ffn       61.5
+    """
+    if fmt not in ("table", "markdown"):
+        raise TracekitError(f"format_rows makes table or markdown, not {fmt!r}.")
+    odd = [t for t in types if t not in _ROW_TYPES]
+    if odd:
+        raise TracekitError(f"format_rows takes plain column types, not {odd[0]}.")
+    numeric = [t in _INT_TYPES or t == "DOUBLE" for t in types]
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in types]
+    cells = [_column_cells(col, t, max_width) for col, t in zip(cols, types, strict=True)]
+    return _render(list(headers), [list(r) for r in zip(*cells, strict=True)], numeric, fmt)
 
 
 def format_table(df: pd.DataFrame, fmt: str = "table", *, max_width: int = 60) -> str:
@@ -509,6 +650,7 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, max_width: int = 60) -
     Text cells longer than ``max_width`` are cut with '…' in table and markdown
     output; csv and json keep every value whole.
 
+    >>> import pandas as pd
     >>> print(format_table(pd.DataFrame({"op": ["ffn"], "share_pct": [61.5]})))
     op   share_pct
     ---  ---------
@@ -521,25 +663,7 @@ def format_table(df: pd.DataFrame, fmt: str = "table", *, max_width: int = 60) -
     if fmt not in FORMATS:
         raise TracekitError(f"Unknown output format {fmt!r}; use one of {', '.join(FORMATS)}.")
     headers, rows, numeric = _cells(df, max_width)
-    if fmt == "markdown":
-
-        def md(cells: list[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-        rule = ["---:" if n else "---" for n in numeric]
-        return "\n".join([md(headers), "| " + " | ".join(rule) + " |", *(md(r) for r in rows)])
-    widths = [max([len(h), *(len(r[j]) for r in rows)]) for j, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
-        ]
-        return "  ".join(out).rstrip()
-
-    body = [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-    if not rows:
-        body.append("(no rows)")
-    return "\n".join(body)
+    return _render(headers, rows, numeric, fmt)
 
 
 def describe(query: Query) -> str:

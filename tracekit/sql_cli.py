@@ -43,18 +43,23 @@ def register(app: typer.Typer) -> None:
         """
         from tracekit.sql import (
             describe,
+            format_rows,
             format_table,
             list_queries,
             load_query,
             parse_param_args,
-            run_query,
+            query_text,
         )
 
         if list_:
             rows = [(q.name, " ".join(p.name for p in q.params), q.summary) for q in list_queries()]
+            headers = ["query", "params", "description"]
+            if fmt in ("table", "markdown"):  # no pandas import for the common case
+                typer.echo(format_rows(headers, ["VARCHAR"] * 3, rows, fmt, max_width=100))
+                return
             import pandas as pd  # imported here: every tracekit call would pay for it
 
-            df = pd.DataFrame(rows, columns=["query", "params", "description"])
+            df = pd.DataFrame(rows, columns=headers)
             typer.echo(format_table(df, fmt, max_width=100))
             return
         if name is None:
@@ -66,8 +71,7 @@ def register(app: typer.Typer) -> None:
             raise TracekitError(
                 f"Give the run file(s) to query: tracekit query {name} RUN.parquet."
             )
-        df = run_query(name, runs, parse_param_args(param or []))
-        typer.echo(format_table(df, fmt))
+        typer.echo(query_text(name, runs, parse_param_args(param or []), fmt))
 
     @app.command("shell")
     def shell(
