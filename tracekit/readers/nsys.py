@@ -661,7 +661,6 @@ class Export:
         self._rank_info: tuple[dict[int, int], str, int | None] | None = None
         self._seen_pids: set[int] = set()
         self._seen_devices: set[int] = set()
-        self._streamed = False
 
     def _db(self) -> _Db:
         db: _Db | None = getattr(self._local, "db", None)
@@ -686,10 +685,6 @@ class Export:
             self._domains = _domains(self._db(), self.strings)
             self._domains_known = True
         return self._domains
-
-    @property
-    def rank_of(self) -> dict[int, int]:
-        return self.rank_info()[0]
 
     def rank_info(self) -> tuple[dict[int, int], str, int | None]:
         """(pid -> rank, rank source, world size), from per-process GPU activity."""
@@ -749,7 +744,8 @@ class Export:
         return self._last
 
     def meta(self) -> dict[str, Any]:
-        """The reader's metadata (call after reading: it carries the warnings)."""
+        """The reader's metadata; call it after :meth:`batches` has run to the end (it
+        reports the processes, devices and warnings seen there)."""
         db = self.db
         warnings = list(self.warnings)
         if self.unclosed:
@@ -765,21 +761,8 @@ class Export:
                 if p is not None and n is not None
             }
         rank_of, rank_source, world_size = self.rank_info()
-        all_pids, used = set(self._seen_pids), set(self._seen_devices)
-        for table in EVENT_TABLES if not self._streamed else ():
-            cols = self.db.cols(table)
-            if table not in db.tables:
-                continue
-            for key in ("globalPid", "globalTid"):
-                if key in cols:
-                    all_pids |= {
-                        int(r[0])
-                        for r in db.rows(f'SELECT DISTINCT ("{key}" >> 24) & {_ID_MASK} FROM "{table}"')
-                        if r[0] is not None
-                    }
-                    break
-            if table in (*GPU_TABLES, SYNC) and "deviceId" in cols:
-                used |= {int(r[0]) for r in db.rows(f'SELECT DISTINCT "deviceId" FROM "{table}"') if r[0] is not None}
+        # Processes and devices as seen while the rows streamed past.
+        all_pids, used = self._seen_pids, self._seen_devices
         processes = sorted(
             ({"pid": p, "rank": rank_of.get(p), "name": names.get(p)} for p in all_pids),
             key=lambda r: (r["rank"] is None, r["rank"] or 0, r["pid"]),
@@ -848,7 +831,6 @@ class Export:
                     d for d in pc.unique(t.column("device")).to_pylist() if d is not None
                 )
                 yield t.add_column(0, "rank", self.rank(t.column("pid")))
-        self._streamed = True
 
     def _spilled(self) -> Iterator[pa.Table]:
         assert self._spill is not None
@@ -859,13 +841,13 @@ class Export:
 
     # ----------------------------------------------------------- attribution inputs
 
-    def stack_ranges(self, rows: int | None = None, spill: bool = True) -> dict[str, Any]:
+    def stack_ranges(self, rows: int | None = None) -> dict[str, Any]:
         """What attribution needs of the NVTX ranges, as narrow arrays in rowid order:
         push/pop ranges usable as launch stacks (``pid``, ``tid``, ``start``,
         ``end``, ``names`` as base-name codes and ``name_values``), their payloads
         (sparse), nvtx_ranges payload markers, and every range's base name.
 
-        NVTX is read once: with ``spill``, the full rows of each window go to an
+        NVTX is read once: the full rows of each window also go to an
         lz4-compressed Arrow IPC file in a temporary folder, which :meth:`batches`
         then reads back instead of querying SQLite a second time, each row with its
         ``range_pos``: its position in these arrays, or -1."""
@@ -935,20 +917,19 @@ class Export:
                     markers["time"].append(start[m])
                     markers["text"].extend(names.take(pa.array(m)).to_pylist())
                 keep = np.flatnonzero(nested & (tid >= 0) & (end > start))
-                if spill:
-                    # The spilled rows carry their position in the index (-1: not a
-                    # launch stack range), so the second pass needs no lookup.
-                    pos = np.full(t.num_rows, -1, np.int32)
-                    pos[keep] = np.arange(n_kept, n_kept + len(keep), dtype=np.int32)
-                    part = t.drop_columns(["row_key"]).append_column("range_pos", pa.array(pos))
-                    if writer is None:
-                        self._spill_dir = tempfile.mkdtemp(prefix="tracekit-nvtx-")
-                        self._spill = Path(self._spill_dir) / "nvtx.arrow"
-                        writer = pa.ipc.new_file(
-                            str(self._spill), part.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
-                        )
-                    writer.write_table(part)
-                    del part, pos
+                # The spilled rows carry their position in the index (-1: not a
+                # launch stack range), so the second pass needs no lookup.
+                pos = np.full(t.num_rows, -1, np.int32)
+                pos[keep] = np.arange(n_kept, n_kept + len(keep), dtype=np.int32)
+                part = t.drop_columns(["row_key"]).append_column("range_pos", pa.array(pos))
+                if writer is None:
+                    self._spill_dir = tempfile.mkdtemp(prefix="tracekit-nvtx-")
+                    self._spill = Path(self._spill_dir) / "nvtx.arrow"
+                    writer = pa.ipc.new_file(
+                        str(self._spill), part.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")
+                    )
+                writer.write_table(part)
+                del part, pos
                 for k, v in zip(keys, (pid, tid, start, end, codes), strict=True):
                     # pid, tid (24-bit) and name codes fit int32: this is what stays.
                     acc[k].append(v[keep].astype(np.int32) if k in ("pid", "tid", "names") else v[keep])
