@@ -33,23 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tracekit.errors import TracekitError
 from tracekit.ingest import (
-    ROW_GROUP,
     FileResult,
-    events_writer,
     expand_inputs,
     ingest_file,
     rank_offsets,
+    renumber,
     run_label,
     run_metadata,
 )
 from tracekit.readers import sniff
-from tracekit.schema import SCHEMA
 
 
 @dataclass
@@ -87,16 +83,9 @@ def _client(address: Any, timeout: str) -> tuple[Any, bool]:
 def _finalize(part: str, dest: str, offset: int, meta_json: bytes) -> int:
     """Worker side of pass 2: ranks shifted, schema and metadata stamped, moved into place."""
     tmp = dest + ".tmp"
-    rows = 0
-    with events_writer(tmp, SCHEMA, json.loads(meta_json)) as writer:
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=ROW_GROUP):
-            tbl = pa.Table.from_batches([batch])
-            if offset:
-                idx = tbl.column_names.index("rank")
-                shifted = pc.add(tbl.column("rank"), pa.scalar(offset, pa.int32()))
-                tbl = tbl.set_column(idx, "rank", shifted)
-            writer.write_table(tbl.cast(SCHEMA), row_group_size=ROW_GROUP)
-            rows += tbl.num_rows
+    pf = pq.ParquetFile(part)
+    renumber(Path(part), Path(tmp), [list(range(pf.num_row_groups))], [offset], json.loads(meta_json))
+    rows = pf.metadata.num_rows
     os.replace(tmp, dest)
     os.remove(part)
     return rows

@@ -13,9 +13,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,24 +518,11 @@ def rank_offsets(results: list[FileResult]) -> list[int]:
     return offsets
 
 
-@contextmanager
-def events_writer(
-    path: Path | str, schema: pa.Schema, meta: dict[str, Any] | None
-) -> Iterator[pq.ParquetWriter]:
-    """A Parquet writer for the events table.  String columns may arrive
-    dictionary-encoded; the file stores plain Parquet strings with no Arrow schema
-    attached (``store_schema=False``), so every reader sees the declared types, and
-    the run metadata under the key ``tracekit``."""
-    with pq.ParquetWriter(path, schema, compression="zstd", store_schema=False) as writer:
-        yield writer
-        if meta is not None:
-            writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
-
-
-def _renumber(
+def renumber(
     src: Path, dst: Path, groups: list[list[int]], offsets: list[int], meta: dict[str, Any]
 ) -> None:
-    """Copy ``src`` row group by row group, adding each input's rank offset."""
+    """Copy ``src`` to ``dst`` row group by row group, adding to the ranks of each
+    input's row groups (``groups[i]``) that input's offset (``offsets[i]``)."""
     pf = pq.ParquetFile(src)
     writer = RunWriter(dst)
     try:
@@ -686,7 +672,7 @@ def ingest(
             # Ranks numbered per file (no explicit rank in the traces): shift them,
             # which needs one more pass over the written row groups.
             writer.close()
-            _renumber(out_tmp, workdir / "renumbered.parquet", groups, offsets, meta)
+            renumber(out_tmp, workdir / "renumbered.parquet", groups, offsets, meta)
             os.replace(workdir / "renumbered.parquet", out)
         else:
             writer.close(meta)

@@ -652,7 +652,7 @@ class Export:
         self._extra_dbs: list[_Db] = []
         self._lock = threading.Lock()
         self.strings = _Strings(db)
-        self._domains: Creates | None = None
+        self._domain_names: Creates | None = None
         self._domains_known = NVTX not in db.tables
         self._spill: Path | None = None
         self._spill_dir: str | None = None
@@ -682,9 +682,9 @@ class Export:
     @property
     def domains(self) -> Creates | None:
         if not self._domains_known:
-            self._domains = _domains(self._db(), self.strings)
+            self._domain_names = _domains(self._db(), self.strings)
             self._domains_known = True
-        return self._domains
+        return self._domain_names
 
     def rank_info(self) -> tuple[dict[int, int], str, int | None]:
         """(pid -> rank, rank source, world size), from per-process GPU activity."""
@@ -943,7 +943,7 @@ class Export:
             if writer is not None:
                 writer.close()
         if creates:
-            self._domains = (
+            self._domain_names = (
                 pa.concat_arrays([c[0] for c in creates]),
                 pa.concat_arrays([c[1] for c in creates]),
             )
