@@ -684,7 +684,7 @@ def test_shell_init_sql_and_python_prompt(runs: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- CLI and wheel
 
 
-def test_cli_query_and_list(runs: dict[str, Path]) -> None:
+def test_cli_query_and_list(runs: dict[str, Path], tmp_path: Path) -> None:
     run = run_of(runs, "mfu")
 
     def tk(*args: str) -> subprocess.CompletedProcess[str]:
@@ -699,6 +699,27 @@ def test_cli_query_and_list(runs: dict[str, Path]) -> None:
     res = tk("query", "top_kernels", str(run), "-p", "top_n=2", "--format", "csv")
     assert res.returncode == 0, res.stderr
     assert pd.read_csv(io.StringIO(res.stdout)).groupby("phase").size().max() == 2
+    # Text output is cut to --limit rows, with a line saying how many there are; the
+    # count comes from DuckDB on the Parquet (kernels, one row per kernel here).
+    con = duckdb.connect()
+    n_kernels = con.execute(
+        "SELECT count(*) FROM read_parquet($p) WHERE kind = 'kernel'", {"p": str(run)}
+    ).fetchone()[0]
+    con.close()
+    sql = tmp_path / "kernels.sql"
+    sql.write_text(
+        "-- name: kernels\n-- description: every kernel\n"
+        "SELECT name, start_ns FROM events WHERE kind = 'kernel' ORDER BY start_ns, name\n"
+    )
+    res = tk("query", str(sql), str(run), "--limit", "5")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 + 5 + 1
+    assert lines[-1].startswith(f"({n_kernels:,} rows; the first 5 are shown")
+    res = tk("query", str(sql), str(run), "--limit", "0")
+    assert len(res.stdout.strip().splitlines()) == 2 + n_kernels
+    res = tk("query", str(sql), str(run), "--limit", "5", "--format", "csv")
+    assert len(res.stdout.strip().splitlines()) == 1 + n_kernels
     res = tk("query", "phase_breakdwn", str(run))
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [

@@ -20,6 +20,7 @@ first preset in ``AUTO_ORDER`` whose phase rules match at least one range name.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -95,8 +96,13 @@ class PhaseMap:
 
 def presets() -> list[str]:
     """Names of the shipped presets (plus ``auto``)."""
+    return list(_preset_names())
+
+
+@functools.cache
+def _preset_names() -> tuple[str, ...]:
     files = resources.files("tracekit.phasemaps").iterdir()
-    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+    return tuple(sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml")))
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -163,6 +169,12 @@ def load(spec: str | Path) -> PhaseMap:
         raise TracekitError(
             f"Unknown phase map {name!r}: use a TOML file or one of auto, {', '.join(presets())}."
         )
+    return _preset(name)
+
+
+@functools.cache
+def _preset(name: str) -> PhaseMap:
+    """A shipped preset, parsed once per process (a PhaseMap is immutable)."""
     text = resources.files("tracekit.phasemaps").joinpath(f"{name}.toml").read_text()
     return parse(text, name=name, source=f"preset:{name}")
 

@@ -482,9 +482,13 @@ def query_text(
     parquet_paths: Sequence[str | Path],
     params: Mapping[str, Any] | None = None,
     fmt: str = "table",
+    limit: int | None = None,
 ) -> str:
     """Run a query like :func:`run_query` and return it formatted as :func:`format_table`
     formats the DataFrame (``tracekit query`` prints this).
+
+    ``limit`` caps the rows of ``table`` and ``markdown`` text (a line after them
+    says how many there are); ``csv`` and ``json`` always hold every row.
 
     A result of plain column types (integers, DOUBLE, BOOLEAN, VARCHAR) printed as
     ``table`` or ``markdown`` is formatted from the fetched rows, with the cells the
@@ -504,15 +508,28 @@ def query_text(
                 types = [str(d[1]) for d in cur.description or []]
                 if all(t in _ROW_TYPES for t in types):
                     headers = [str(d[0]) for d in cur.description or []]
-                    return format_rows(headers, types, cur.fetchall(), fmt)
+                    rows = cur.fetchall()
+                    cut = _cut(len(rows), limit)
+                    return format_rows(headers, types, rows[: limit if cut else None], fmt) + cut
                 df = cur.df()
             else:
                 df = con.sql(query.sql).df()
         except duckdb.Error as exc:
             raise _failed(query, exc) from None
-        return format_table(df, fmt)
+        cut = _cut(len(df), limit) if fmt in ("table", "markdown") else ""
+        return format_table(df.head(limit) if cut else df, fmt) + cut
     finally:
         con.close()
+
+
+def _cut(rows: int, limit: int | None) -> str:
+    """The line after a text result cut to ``limit`` rows ("" when nothing was cut)."""
+    if not limit or rows <= limit:
+        return ""
+    return (
+        f"\n({rows:,} rows; the first {limit:,} are shown: "
+        "--limit 0 prints all, --format csv or json writes all)"
+    )
 
 
 def parse_param_args(items: Iterable[str]) -> dict[str, str]:

@@ -36,6 +36,13 @@ def register(app: typer.Typer) -> None:
         describe_: Annotated[
             bool, typer.Option("--describe", help="Show the query's parameters and columns.")
         ] = False,
+        limit: Annotated[
+            int,
+            typer.Option(
+                "--limit", "-n",
+                help="Rows printed as table or markdown (0 = all); csv and json hold every row.",
+            ),
+        ] = 1000,
     ) -> None:
         """Run a shipped SQL query (or a .sql file) over one or more runs.
 
@@ -71,7 +78,9 @@ def register(app: typer.Typer) -> None:
             raise TracekitError(
                 f"Give the run file(s) to query: tracekit query {name} RUN.parquet."
             )
-        typer.echo(query_text(name, runs, parse_param_args(param or []), fmt))
+        if limit < 0:
+            raise TracekitError(f"--limit must be 0 (all rows) or more, not {limit}.")
+        typer.echo(query_text(name, runs, parse_param_args(param or []), fmt, limit or None))
 
     @app.command("shell")
     def shell(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import importlib
+import itertools
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +138,7 @@ _END_NS = (
 _EXACT_LIMIT_US = float(2**43)
 
 
-def _ev_sql(source: str) -> str:
+def _ev_sql(source: str, table: str = "TEMP TABLE ev") -> str:
     """The statement that fills temp table ``ev`` from ``source``, a FROM clause
     whose rows have one event struct ``e`` each (a column of the unnested document,
     or the rows of the traceEvents array read on its own).
@@ -145,7 +147,7 @@ def _ev_sql(source: str) -> str:
     row per output event), ``process_name`` metadata and flow ends (``f``).
     """
     return f"""
-    CREATE TEMP TABLE ev AS
+    CREATE {table} AS
     SELECT ph, kind, name, is_gpu,
            cat = 'python_function' AS is_module,
            cat IN ('operator', 'runtime') AS is_2021,
@@ -190,12 +192,9 @@ def read(path: Path) -> RawTrace:
     path = Path(path)
     _check_file(path)
     warm = _PandasImport()
-    # No progress bar on stderr: a reader is called from the CLI and from tests.
-    # One thread: the JSON array is parsed on one thread anyway, the statements
-    # after it take a few ms more, and each extra thread holds its own buffers
-    # (tens of MB); files are read in parallel by processes, not here.
-    con = duckdb.connect(config={"threads": 1})
+    con = _database().cursor()
     try:
+        # No progress bar on stderr: a reader is called from the CLI and from tests.
         con.execute("SET enable_progress_bar = false")
         try:
             header = _load(con, path, warm.start)
@@ -209,6 +208,38 @@ def read(path: Path) -> RawTrace:
     rank_col = _rank_column(table, meta)
     table = table.append_column("rank", rank_col)
     return RawTrace(table=table, meta=meta)
+
+
+_DB: duckdb.DuckDBPyConnection | None = None
+_DB_LOCK = threading.Lock()
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """The process's one in-memory DuckDB database for reading Kineto files.
+
+    Each :func:`read` takes its own connection to it (a cursor: its temp tables are
+    its own), so files read on several threads share one pool of DuckDB worker
+    threads, one per core, instead of each starting its own; opening a database
+    costs about 30 ms, a cursor nothing.
+    """
+    global _DB
+    with _DB_LOCK:
+        if _DB is None:
+            # Freed memory goes back to the OS after each task above a few MB
+            # (default: 128 MB), so a read's parse buffers do not stay resident
+            # through attribution.
+            _DB = duckdb.connect(
+                config={
+                    "threads": _threads(),
+                    "allocator_flush_threshold": "8MB",
+                    "allocator_bulk_deallocation_flush_threshold": "8MB",
+                }
+            )
+        return _DB
+
+
+def _threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 class _PandasImport:
@@ -317,16 +348,28 @@ def _load(
 
 # The fast path.  DuckDB reads one JSON document (an object of any size) on one
 # thread at ~30 MB/s, but a top-level array of small objects about seven times as
-# fast.  So the text of the ``traceEvents`` array, from its ``[`` to its matching
-# ``]``, goes to a temporary file (decompressed on the way, in chunks) and the
-# header keys before and after it are parsed with ``json``.
+# fast, and several such files on several threads at once.  So the text of the
+# ``traceEvents`` array, from its ``[`` to its matching ``]``, goes to temporary
+# files (decompressed on the way, in chunks), cut into one part per DuckDB thread
+# between two events, and the header keys before and after it are parsed with
+# ``json``.
 _CHUNK = 8 << 20
 #: How far into the (decompressed) file the ``traceEvents`` key is looked for.
 _HEAD_LIMIT = 64 << 20
 #: The end of the file searched for the array's closing bracket, first and at most.
 _TAIL_FIRST, _TAIL_LIMIT = 256 << 10, 16 << 20
+#: Arrays shorter than twice this are not cut; no cut within this much of the end.
+_PART_MIN = 4 << 20
+#: The largest part: DuckDB holds a part whole while it parses it (on each thread).
+_PART_MAX = 16 << 20
 _KEY = re.compile(rb'"traceEvents"[ \t\n\r]*:[ \t\n\r]*\[')
 _WS = re.compile(r"[ \t\n\r]*")
+# Where one event ends and the next begins: ``}``, a comma, ``{``, with a line break
+# in the whitespace (as every profiler writes its events).  JSON strings cannot hold
+# a raw line break, so this is never inside a string; where it is between two
+# objects of a nested list instead, the parts are not valid arrays, DuckDB says so,
+# and the file is read the slow way.
+_CUT = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
 
 
 def _load_array(
@@ -335,30 +378,22 @@ def _load_array(
     """Fill ``ev`` from the ``traceEvents`` array alone; None where the file has
     another shape, is damaged, or DuckDB refuses the array (the caller then parses
     the whole document, and reports what is wrong with it)."""
+    parts: list[Path] = []
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix="tracekit-kineto-", suffix=".json")
-    except OSError:  # no writable temporary folder
-        return None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w+b") as out:
-            doc = _copy_array(path, out)
+        doc = _copy_array(path, parts)
         if doc is None:
             return None
-        spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _EVENT_FIELDS.items()) + "}"
         parsing()
         try:
-            con.execute(
-                _ev_sql(f"read_json($path, columns={spec}, format='array', records='true') AS e"),
-                {"path": tmp_name},
-            )
+            _parse_parts(con, parts)
         except duckdb.Error:
             con.execute("DROP TABLE IF EXISTS ev")
             return None
     except (OSError, EOFError, zlib.error, ValueError, RecursionError):
         return None
     finally:
-        tmp.unlink(missing_ok=True)
+        for part in parts:
+            part.unlink(missing_ok=True)
     header: dict[str, Any] = {}
     for k, typ in _HEADER.items():
         v = doc.get(k)
@@ -368,12 +403,71 @@ def _load_array(
     return header
 
 
-def _copy_array(path: Path, out: Any) -> dict[str, Any] | None:
-    """Write the ``traceEvents`` array's text to ``out``; return the document with
-    the array left empty (its header keys), or None where that cannot be done."""
+def _parse_parts(con: duckdb.DuckDBPyConnection, parts: list[Path]) -> None:
+    """Parse the array's parts into ``ev``, in file order.
+
+    Parts are parsed at once, each by its own connection into a table of the
+    shared database, then appended to ``ev`` one after the other: DuckDB keeps the
+    order of rows within one scan, not across the files of a multi-file scan, and
+    the order of events decides ties downstream (ranges with equal times).
+    """
+    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _EVENT_FIELDS.items()) + "}"
+
+    def source(part: Path) -> str:
+        return f"read_json('{_sql_text(part)}', columns={spec}, format='array', records='true') AS e"
+
+    if len(parts) == 1:
+        con.execute(_ev_sql(source(parts[0])))
+        return
+    token = f"tk_part_{os.getpid()}_{threading.get_ident()}_{next(_PART_IDS)}"
+    names = [f"{token}_{i}" for i in range(len(parts))]
+
+    def parse(i: int) -> None:
+        cur = con.cursor()  # same database, its own connection
+        try:
+            cur.execute(_ev_sql(source(parts[i]), f"TABLE {names[i]}"))
+        finally:
+            cur.close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(_threads(), len(parts))) as pool:
+            list(pool.map(parse, range(len(parts))))
+        con.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM {names[0]}")
+        for name in names[1:]:
+            con.execute(f"INSERT INTO ev SELECT * FROM {name}")
+    finally:
+        for name in names:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+_PART_IDS = itertools.count()
+
+
+def _sql_text(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _decompressed_size(raw: Any, gz: bool) -> int:
+    """The file's size once decompressed: exact for plain files, the gzip trailer's
+    (modulo 4 GiB) for gzip; only used to place the cuts."""
+    raw.seek(0, 2)
+    size = int(raw.tell())
+    if gz and size >= 4:
+        raw.seek(-4, 2)
+        size = int.from_bytes(raw.read(4), "little")
+    raw.seek(0)
+    return size
+
+
+def _copy_array(path: Path, parts: list[Path]) -> dict[str, Any] | None:
+    """Write the ``traceEvents`` array's text to temporary files, each a JSON array
+    of whole events (appended to ``parts`` as they are created: one per DuckDB
+    thread, at most :data:`_PART_MAX` bytes each where events allow); return the
+    document with the array left empty (its header keys), or None where that
+    cannot be done."""
     with path.open("rb") as raw:
         gz = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
+        total = _decompressed_size(raw, gz)
         src: Any = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         # The key: the first match whose preceding text is the start of an object.
         buf = b""
@@ -392,29 +486,68 @@ def _copy_array(path: Path, out: Any) -> dict[str, Any] | None:
                     continue
             if head is None and len(buf) > _HEAD_LIMIT:
                 return None
-        out.write(buf[len(head) :])
-        del buf
-        while chunk := src.read(_CHUNK):
-            out.write(chunk)
-        out.flush()
-        size = out.tell()
-        # The closing bracket: read a growing window of the end of the copy.
-        span = _TAIL_FIRST
-        while True:
-            start = max(0, size - span)
-            out.seek(start)
-            window = out.read(size - start)
-            close = _closing_bracket(window, whole=start == 0)
-            if close is not None:
-                break
-            if start == 0 or span >= _TAIL_LIMIT:
+        array = total - len(head)
+        n_parts = max(_threads(), -(-array // _PART_MAX)) if array >= _PART_MIN * 2 else 1
+        step = array // n_parts if n_parts > 1 else array + 1
+        out = _new_part(parts)
+        try:
+            chunk = buf[len(head) :]
+            del buf
+            done = 0  # array bytes before this chunk
+            while chunk:
+                # Cut once the part has its share, and never near the end (the
+                # array's closing bracket and the keys after it stay in the last part).
+                want = step * len(parts)
+                if len(parts) < n_parts and done + len(chunk) > want and want < array - _PART_MIN:
+                    m = _cut_at(chunk, max(0, want - done))
+                    if m is not None:
+                        out.write(chunk[: m.start() + 1])
+                        out.write(b"]")
+                        out.close()
+                        out = _new_part(parts)
+                        out.write(b"[")
+                        done += m.end() - 1
+                        chunk = chunk[m.end() - 1 :]
+                        continue
+                out.write(chunk)
+                done += len(chunk)
+                chunk = src.read(_CHUNK)
+            out.flush()
+            size = out.tell()
+            first = len(parts) == 1
+            # The closing bracket: read a growing window of the end of the copy.
+            span = _TAIL_FIRST
+            while True:
+                start = max(0, size - span)
+                out.seek(start)
+                window = out.read(size - start)
+                close = _closing_bracket(window, whole=first and start == 0)
+                if close is not None:
+                    break
+                if start == 0 or span >= _TAIL_LIMIT:
+                    return None
+                span *= 8
+            doc = json.loads(head + b"[]" + window[close + 1 :])
+            if not isinstance(doc, dict):
                 return None
-            span *= 8
-        doc = json.loads(head + b"[]" + window[close + 1 :])
-        if not isinstance(doc, dict):
-            return None
-        out.truncate(start + close + 1)
+            out.truncate(start + close + 1)
+        finally:
+            out.close()
     return doc
+
+
+def _cut_at(chunk: bytes, pos: int) -> re.Match[bytes] | None:
+    """The first boundary between two events at or after ``pos`` (see :data:`_CUT`)."""
+    for m in _CUT.finditer(chunk, pos):
+        if b"\n" in m.group():
+            return m
+    return None
+
+
+def _new_part(parts: list[Path]) -> Any:
+    fd, name = tempfile.mkstemp(prefix="tracekit-kineto-", suffix=".json")
+    parts.append(Path(name))
+    return os.fdopen(fd, "w+b")
 
 
 def _closing_bracket(window: bytes, whole: bool) -> int | None:
