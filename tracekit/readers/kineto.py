@@ -499,15 +499,15 @@ def _copy_array(path: Path, parts: list[Path]) -> dict[str, Any] | None:
                 # array's closing bracket and the keys after it stay in the last part).
                 want = step * len(parts)
                 if len(parts) < n_parts and done + len(chunk) > want and want < array - _PART_MIN:
-                    m = _cut_at(chunk, max(0, want - done))
-                    if m is not None:
-                        out.write(chunk[: m.start() + 1])
+                    cut = _cut_at(chunk, max(0, want - done))
+                    if cut is not None:
+                        out.write(chunk[: cut.start() + 1])
                         out.write(b"]")
                         out.close()
                         out = _new_part(parts)
                         out.write(b"[")
-                        done += m.end() - 1
-                        chunk = chunk[m.end() - 1 :]
+                        done += cut.end() - 1
+                        chunk = chunk[cut.end() - 1 :]
                         continue
                 out.write(chunk)
                 done += len(chunk)
