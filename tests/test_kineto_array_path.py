@@ -316,3 +316,66 @@ def test_no_temporary_folder_falls_back(
     assert raw.meta["rank"] == 5
     kinds = collections.Counter(raw.table.column("kind").to_pylist())
     assert kinds == {"kernel": 3, "runtime": 3, "range": 1}
+
+
+# --- the array cut into parts, parsed at once ------------------------------------------
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Cut arrays of a few MB into parts of about 1 MB; record each read's part count."""
+    monkeypatch.setattr(kineto, "_PART_MIN", 64 << 10)
+    monkeypatch.setattr(kineto, "_PART_MAX", 1 << 20)
+    counts: list[int] = []
+    parse = kineto._parse_parts
+
+    def spy(con: duckdb.DuckDBPyConnection, parts: list[Path]) -> None:
+        counts.append(len(parts))
+        parse(con, parts)
+
+    monkeypatch.setattr(kineto, "_parse_parts", spy)
+    return counts
+
+
+@pytest.mark.skipif(not KINETO.is_dir(), reason="shared/traces/kineto is absent")
+@pytest.mark.parametrize("name", [REAL[2], REAL[3], REAL[5], REAL[6]])  # pretty-printed
+def test_parts_give_the_rows_of_the_whole_document_in_order(
+    name: str, tmpdir_for_copies: Path, small_parts: list[int]
+) -> None:
+    path = KINETO / name
+    fast_header, fast = ev_rows(kineto._load_array, path)
+    assert small_parts and small_parts[0] > 2, small_parts  # it was cut
+    slow_header, slow = ev_rows(kineto._load_document, path)
+    assert fast is not None and fast == slow and fast_header == slow_header
+    assert list(tmpdir_for_copies.iterdir()) == []
+
+
+def test_a_cut_inside_a_nested_list_falls_back(
+    tmp_path: Path,
+    tmpdir_for_copies: Path,
+    small_parts: list[int],
+    no_fallback: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pretty-printed lists of objects inside events look like the boundary between
+    two events; a part cut there is not an array of whole events, DuckDB refuses it,
+    and the file is parsed whole: same rows, nothing left behind."""
+    events = _events(20)
+    for e in events:
+        if e.get("cat") == "cuda_runtime":
+            e["args"]["inputs"] = [{"shape": [i, i + 1], "dtype": "float"} for i in range(40)]
+    monkeypatch.setattr(kineto, "_PART_MIN", 2 << 10)
+    monkeypatch.setattr(kineto, "_PART_MAX", 16 << 10)
+    path = tmp_path / "nested.json"
+    _write(path, '"distributedInfo": {"rank": 1, "world_size": 2}, ', events, "", 2)
+    raw = kineto.read(path)
+    assert small_parts and small_parts[0] > 2
+    assert len(no_fallback) == 1
+    assert list(tmpdir_for_copies.iterdir()) == []
+    doc = load_raw(path)
+    kinds = collections.Counter(
+        {"kernel": "kernel", "cuda_runtime": "runtime", "user_annotation": "range"}[e["cat"]]
+        for e in doc["traceEvents"]
+        if e["ph"] == "X"
+    )
+    assert collections.Counter(raw.table.column("kind").to_pylist()) == kinds
