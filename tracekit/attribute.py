@@ -515,37 +515,63 @@ class CaptureOps:
     Joins run per distinct node, never per kernel."""
 
     def __init__(self, pid: np.ndarray, node: np.ndarray, graph_nodes: pa.Table, index: RangeIndex):
-        import pandas as pd
+        pairs = np.stack([np.asarray(pid, np.int64), np.asarray(node, np.int64)], axis=1)
+        pairs = np.unique(pairs.reshape(-1, 2), axis=0)  # distinct, sorted by (pid, node)
+        n_pid, n_node = pairs[:, 0], pairs[:, 1]
 
-        nodes = pd.DataFrame({"pid": pid, "node": node}).drop_duplicates()
-        nodes = nodes.sort_values(["pid", "node"]).reset_index(drop=True)
+        def ints(name: str) -> tuple[np.ndarray, np.ndarray]:
+            col = graph_nodes.column(name)
+            valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
+            return np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), np.int64), valid
+
+        g_pid, has_pid = ints("pid")
+        g_node, has_node = ints("graph_node_id")
+        g_orig, g_has_orig = ints("original_graph_node_id")
+        g_tid, g_has_tid = ints("tid")
+        g_start, g_has_start = ints("start_ns")
+        named = has_pid & has_node
+        if not named.all():
+            g_pid, g_node, g_orig, g_has_orig = g_pid[named], g_node[named], g_orig[named], g_has_orig[named]
+            g_tid, g_has_tid, g_start = g_tid[named], g_has_tid[named], g_start[named]
+            g_has_start = g_has_start[named]
         # A node id can have two creation events (e.g. the executable graph's node is
-        # recorded once bare, once as a clone): keep the one that names its original.
-        ev = graph_nodes.to_pandas().sort_values(
-            "original_graph_node_id", na_position="last", kind="stable"
-        ).drop_duplicates(["pid", "graph_node_id"])
-        ev = ev.set_index(["pid", "graph_node_id"])
-        look = nodes["node"].to_numpy(np.float64)
+        # recorded once bare, once as a clone): keep the one that names its original
+        # (the smallest original id), else the first in the table.
+        okey = np.where(g_has_orig, g_orig, np.iinfo(np.int64).max)
+        order = np.lexsort((np.arange(len(g_pid)), okey, g_node, g_pid))
+        sp, sn = g_pid[order], g_node[order]
+        first = np.ones(len(order), bool)
+        first[1:] = (sp[1:] != sp[:-1]) | (sn[1:] != sn[:-1])
+        keep = order[first]
+        e_pid, e_node = g_pid[keep], g_node[keep]
+
+        def event_of(q_node: np.ndarray) -> np.ndarray:
+            """Row in ``keep`` of each (n_pid, q_node), -1 where there is none."""
+            both = np.concatenate([np.stack([e_pid, e_node], 1), np.stack([n_pid, q_node], 1)])
+            _, inv = np.unique(both.reshape(-1, 2), axis=0, return_inverse=True)
+            inv = inv.reshape(-1)
+            at = np.full(int(inv.max()) + 1 if len(inv) else 0, -1, np.int64)
+            at[inv[: len(keep)]] = np.arange(len(keep))
+            return at[inv[len(keep) :]]
+
+        look = n_node.copy()
         for _ in range(4):  # clone of a clone is possible; chains are short
-            idx = pd.MultiIndex.from_arrays([nodes["pid"], look])
-            orig = ev["original_graph_node_id"].reindex(idx).to_numpy(np.float64)
-            follow = ~np.isnan(orig) & (orig != look)
+            j = event_of(look)
+            k = keep[np.clip(j, 0, None)] if len(keep) else j
+            follow = (j >= 0) & g_has_orig[k] & (g_orig[k] != look) if len(keep) else j >= 0
             if not follow.any():
                 break
-            look = np.where(follow, orig, look)
-        hit = ev.reindex(pd.MultiIndex.from_arrays([nodes["pid"], look]))
-        ok = hit["tid"].notna().to_numpy()
-        r = np.full(len(nodes), _NONE, np.int64)
-        r[ok] = index.lookup(
-            nodes["pid"].to_numpy(np.int64)[ok],
-            hit["tid"].to_numpy()[ok].astype(np.int64),
-            hit["start_ns"].to_numpy()[ok].astype(np.int64),
-        )
+            look = np.where(follow, g_orig[k], look)
+        j = event_of(look)
+        k = keep[np.clip(j, 0, None)] if len(keep) else j
+        ok = (j >= 0) & g_has_tid[k] & g_has_start[k] if len(keep) else np.zeros(len(j), bool)
+        r = np.full(len(n_pid), _NONE, np.int64)
+        r[ok] = index.lookup(n_pid[ok], g_tid[k][ok], g_start[k][ok])
         has = r >= 0
         rc = np.clip(r, 0, None)
-        self.pids, pcode = _dense_codes(nodes["pid"].to_numpy(np.int64))
-        self.span = int(nodes["node"].max()) + 1 if len(nodes) else 1
-        self.key = pcode * self.span + nodes["node"].to_numpy(np.int64)  # sorted
+        self.pids, pcode = _dense_codes(n_pid)
+        self.span = int(n_node.max()) + 1 if len(n_node) else 1
+        self.key = pcode * self.span + n_node  # sorted
         self.op = np.where(has, index.op[rc], _NONE)
         self.layer = np.where(has, index.layer[rc], _NONE)
 
