@@ -23,7 +23,7 @@
 -- than materializing every GPU row.
 WITH gpu AS NOT MATERIALIZED (
     SELECT run, rank, device, COALESCE(phase, '(no phase)') AS phase, step, kind, category,
-           pid, correlation, start_ns, end_ns, dur_ns
+           pid, correlation, start_ns, end_ns, dur_ns, busy_ns, step_busy_ns
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset')
 ),
@@ -48,37 +48,51 @@ wall AS (
     FROM step_wall
     GROUP BY run, rank, phase
 ),
--- Busy time = length of the union of a device's intervals of one phase. In start order,
--- each interval adds the part of it that ends after every earlier-starting interval
--- of the same (device, phase): max(0, end - max(start, reach)), reach = the latest end
--- so far. One sorted pass, no islands.
-phase_reach AS (
+-- Busy time = length of the union of a device's intervals of one phase = the sum of
+-- busy_ns, each activity's part past the earlier-starting activities of its (rank,
+-- device, phase), computed at ingest.  Activities without it (files ingested before
+-- the column existed) are merged here: in start order, each adds its part past the
+-- latest earlier end (one sorted pass over those rows only).
+legacy_phase AS (
     SELECT run, rank, phase, start_ns, end_ns,
            MAX(end_ns) OVER (
                PARTITION BY run, rank, device, phase ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
+    WHERE busy_ns IS NULL
 ),
 busy AS (
-    SELECT run, rank, phase,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
-    FROM phase_reach
+    SELECT run, rank, phase, SUM(busy_ns) AS busy_ns
+    FROM (
+        SELECT run, rank, phase, busy_ns FROM gpu WHERE busy_ns IS NOT NULL
+        UNION ALL
+        SELECT run, rank, phase, GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)
+        FROM legacy_phase
+    )
     GROUP BY run, rank, phase
 ),
--- The same per step, for the idle share inside each step's GPU span.
-step_reach AS (
+-- The same per step (step_busy_ns), for the idle share inside each step's GPU span.
+legacy_step AS (
     SELECT run, rank, device, phase, step, start_ns, end_ns,
            MAX(end_ns) OVER (
                PARTITION BY run, rank, device, phase, step ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
-    WHERE step IS NOT NULL
+    WHERE step IS NOT NULL AND step_busy_ns IS NULL
+),
+step_parts AS (
+    SELECT run, rank, device, phase, step, start_ns, end_ns, step_busy_ns AS busy_ns
+    FROM gpu
+    WHERE step IS NOT NULL AND step_busy_ns IS NOT NULL
+    UNION ALL
+    SELECT run, rank, device, phase, step, start_ns, end_ns,
+           GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)
+    FROM legacy_step
 ),
 step_busy AS (
-    SELECT run, rank, device, phase, step,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns,
+    SELECT run, rank, device, phase, step, SUM(busy_ns) AS busy_ns,
            MAX(end_ns) - MIN(start_ns) AS span_ns
-    FROM step_reach
+    FROM step_parts
     GROUP BY run, rank, device, phase, step
 ),
 idle AS (

@@ -16,7 +16,8 @@
 -- column: batch_size  batch size from the step range payload; NULL where not recorded
 -- column: tokens  tokens from the step range payload; NULL where not recorded
 WITH gpu AS (
-    SELECT run, rank, device, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens
+    SELECT run, rank, device, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens,
+           step_busy_ns
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset') AND step IS NOT NULL
 ),
@@ -34,19 +35,29 @@ step_wall AS (
     FROM step_rows
     GROUP BY run, rank, phase, step
 ),
--- Busy time of a step = length of the union of its intervals per device: in start
--- order each interval adds its part past the latest earlier end (one sorted pass).
-step_reach AS (
+-- Busy time of a step = length of the union of its intervals per device = the sum of
+-- step_busy_ns, each activity's part past the earlier-starting activities of its
+-- (rank, device, phase, step), computed at ingest.  Activities without it (files
+-- ingested before the column existed) are merged here: in start order, each adds its
+-- part past the latest earlier end (one sorted pass over those rows only).
+legacy_reach AS (
     SELECT run, rank, phase, step, start_ns, end_ns,
            MAX(end_ns) OVER (
                PARTITION BY run, rank, device, phase, step ORDER BY start_ns
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
     FROM gpu
+    WHERE step_busy_ns IS NULL
 ),
 step_busy AS (
-    SELECT run, rank, phase, step,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
-    FROM step_reach
+    SELECT run, rank, phase, step, SUM(busy_ns) AS busy_ns
+    FROM (
+        SELECT run, rank, phase, step, step_busy_ns AS busy_ns FROM gpu
+        WHERE step_busy_ns IS NOT NULL
+        UNION ALL
+        SELECT run, rank, phase, step,
+               GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)
+        FROM legacy_reach
+    )
     GROUP BY run, rank, phase, step
 ),
 step_gpu AS (
