@@ -63,7 +63,9 @@ def busy_arrays(
     busy = _parts(start, end, base, order)
     # Steps refine (rank, device, phase), and come nearly sorted in its order.
     key = group_key(base, np.where(step_valid, step, 0))
+    del base
     by_step = _group_order(key, order)
+    del order
     step_busy = _parts(start, end, key, by_step[step_valid[by_step]])
     return busy, step_busy
 

@@ -462,7 +462,12 @@ _PARQUET_DICT = [
     "tokens", "layer", "graph_id", "reduce_op", "dtype", "algorithm", "protocol", "launch_tid",
 ]
 #: Columns with min/max statistics: what queries filter on and DuckDB prunes by.
-_PARQUET_STATS = ["run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category"]
+#: (On busy_ns and step_busy_ns, the null counts let the queries' fallback for runs
+#: without them skip every row group of a run that has them.)
+_PARQUET_STATS = [
+    "run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category",
+    "busy_ns", "step_busy_ns",
+]
 
 
 class RunWriter:
