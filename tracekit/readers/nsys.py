@@ -675,7 +675,8 @@ def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> Gp
 class Export:
     """One opened export, read in rowid windows table by table, so that no step holds
     more than one batch of full rows.  Attribution's inputs (the NVTX ranges usable as
-    launch stacks, the launching calls, graph nodes) are read as narrow columns."""
+    launch stacks, the launching calls, graph nodes) and the GPU activities' times,
+    devices and launches (ranks, busy time) are read as narrow columns."""
 
     def __init__(self, db: _Db, source: Path, fmt: str, warnings: list[str]):
         present = db.tables & set(EVENT_TABLES)
