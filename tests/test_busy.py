@@ -24,7 +24,8 @@ from tracekit.busy import busy_columns, exclusive_union
 from tracekit.ingest import ingest
 from tracekit.readers import nsys
 from tracekit.schema import SCHEMA
-from tracekit.sql import ADDED_COLUMNS, run_query
+from tracekit.shell import init_sql
+from tracekit.sql import ADDED_COLUMNS, list_queries, run_query
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "traces"
@@ -272,6 +273,11 @@ def test_runs_without_the_columns_give_the_same_answers(tmp_path: Path) -> None:
         a, b = run_query(q, [new]), run_query(q, [old])
         assert len(a) > 0
         assert a.equals(b), q
+    # The DuckDB CLI path of tracekit shell: its set-up SQL adds the columns too.
+    con = duckdb.connect()
+    columns = con.read_parquet(str(old)).columns
+    con.execute(init_sql([old], list_queries(), columns))
+    assert con.sql("SELECT * FROM phase_breakdown").df().equals(run_query("phase_breakdown", [new]))
 
 
 def test_added_columns_match_the_schema() -> None:

@@ -49,7 +49,7 @@ PARAM_TYPES = ("INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN")
 
 #: Columns added to the events table after runs were first written (name, SQL type).
 #: A run without one reads it as NULL (the ``events`` view adds it), and the shipped
-#: queries then compute what it would hold themselves, as fast as before it existed.
+#: queries then compute what it would hold themselves (the slower way it replaced).
 ADDED_COLUMNS = (("busy_ns", "BIGINT"), ("step_busy_ns", "BIGINT"))
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -642,6 +642,8 @@ class GpuSpans:
 
 
 def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> GpuSpans:
+    """:class:`GpuSpans` of the kernel, memcpy and memset tables, read in the same rowid
+    windows as :meth:`Export.batches` (a column the table lacks is all NULL)."""
     keys = ("start", "end", "pid", "device", "corr")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     kinds: list[tuple[str, int, bool]] = []
@@ -665,10 +667,8 @@ def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> Gp
                 parts[k].append(a.astype(np.int32) if k in ("pid", "device") else a)
             rows += len(d["start"])
         kinds.append((kind, rows, bool(ints["pid"] and ints["device"])))
-    cols = {
-        k: np.concatenate(parts.pop(k)) if parts[k] else np.zeros(0, np.int32 if k in ("pid", "device") else np.int64)
-        for k in keys
-    }
+    empty = {k: np.zeros(0, np.int32 if k in ("pid", "device") else np.int64) for k in keys}
+    cols = {k: np.concatenate(parts.pop(k)) if parts[k] else empty[k] for k in keys}
     return GpuSpans(kinds=kinds, **cols)
 
 
