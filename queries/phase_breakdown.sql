@@ -23,7 +23,7 @@
 -- than materializing every GPU row.
 WITH gpu AS NOT MATERIALIZED (
     SELECT run, rank, device, COALESCE(phase, '(no phase)') AS phase, step, kind, category,
-           pid, correlation, start_ns, end_ns, dur_ns
+           pid, correlation, start_ns, end_ns, dur_ns, busy_ns, step_busy_ns
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset')
 ),
@@ -48,37 +48,39 @@ wall AS (
     FROM step_wall
     GROUP BY run, rank, phase
 ),
--- Busy time = length of the union of a device's intervals of one phase. In start order,
--- each interval adds the part of it that ends after every earlier-starting interval
--- of the same (device, phase): max(0, end - max(start, reach)), reach = the latest end
--- so far. One sorted pass, no islands.
-phase_reach AS (
-    SELECT run, rank, phase, start_ns, end_ns,
-           MAX(end_ns) OVER (
+-- Busy time = length of the union of a device's intervals of one phase: the sum of
+-- busy_ns, each activity's part past the earlier-starting activities of its (rank,
+-- device, phase), computed at ingest.  Activities without it (runs ingested before the
+-- column existed) get the same part here, in one sorted pass over them alone:
+-- max(0, end - max(start, reach)), reach = the latest end so far.
+gpu_busy AS (
+    SELECT run, rank, phase, step, kind, category, start_ns, dur_ns, busy_ns
+    FROM gpu
+    WHERE busy_ns IS NOT NULL
+    UNION ALL
+    SELECT run, rank, phase, step, kind, category, start_ns, dur_ns,
+           GREATEST(end_ns - GREATEST(start_ns, COALESCE(MAX(end_ns) OVER (
                PARTITION BY run, rank, device, phase ORDER BY start_ns
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), start_ns)), 0)
     FROM gpu
+    WHERE busy_ns IS NULL
 ),
-busy AS (
-    SELECT run, rank, phase,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
-    FROM phase_reach
-    GROUP BY run, rank, phase
-),
--- The same per step, for the idle share inside each step's GPU span.
-step_reach AS (
-    SELECT run, rank, device, phase, step, start_ns, end_ns,
-           MAX(end_ns) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
-    FROM gpu
-    WHERE step IS NOT NULL
-),
+-- The same per step (step_busy_ns), for the idle share inside each step's GPU span.
 step_busy AS (
-    SELECT run, rank, device, phase, step,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns,
+    SELECT run, rank, device, phase, step, SUM(busy_ns) AS busy_ns,
            MAX(end_ns) - MIN(start_ns) AS span_ns
-    FROM step_reach
+    FROM (
+        SELECT run, rank, device, phase, step, start_ns, end_ns, step_busy_ns AS busy_ns
+        FROM gpu
+        WHERE step IS NOT NULL AND step_busy_ns IS NOT NULL
+        UNION ALL
+        SELECT run, rank, device, phase, step, start_ns, end_ns,
+               GREATEST(end_ns - GREATEST(start_ns, COALESCE(MAX(end_ns) OVER (
+                   PARTITION BY run, rank, device, phase, step ORDER BY start_ns
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), start_ns)), 0)
+        FROM gpu
+        WHERE step IS NOT NULL AND step_busy_ns IS NULL
+    )
     GROUP BY run, rank, device, phase, step
 ),
 idle AS (
@@ -90,11 +92,12 @@ totals AS (
     SELECT run, rank, phase,
            MIN(start_ns) AS first_ns,
            COUNT(DISTINCT step) AS gpu_steps,
+           SUM(busy_ns) AS busy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel'), 0) AS kernel_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind <> 'kernel'), 0) AS copy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel' AND category = 'communication'), 0) AS comm_ns,
            COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels
-    FROM gpu
+    FROM gpu_busy
     GROUP BY run, rank, phase
 ),
 -- Launches: distinct (pid, correlation) pairs, counted as 64-bit masks of the
@@ -113,11 +116,10 @@ launch_count AS (
 ),
 joined AS (
     SELECT t.*, COALESCE(l.launches, 0) AS launches,
-           w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, b.busy_ns, i.idle_pct,
+           w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, i.idle_pct,
            COALESCE(NULLIF(w.range_steps, 0), t.gpu_steps) AS steps
     FROM totals t
     LEFT JOIN wall w USING (run, rank, phase)
-    LEFT JOIN busy b USING (run, rank, phase)
     LEFT JOIN idle i USING (run, rank, phase)
     LEFT JOIN launch_count l USING (run, rank, phase)
 )

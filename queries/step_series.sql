@@ -16,7 +16,8 @@
 -- column: batch_size  batch size from the step range payload; NULL where not recorded
 -- column: tokens  tokens from the step range payload; NULL where not recorded
 WITH gpu AS (
-    SELECT run, rank, device, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens
+    SELECT run, rank, device, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens,
+           step_busy_ns
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset') AND step IS NOT NULL
 ),
@@ -34,28 +35,32 @@ step_wall AS (
     FROM step_rows
     GROUP BY run, rank, phase, step
 ),
--- Busy time of a step = length of the union of its intervals per device: in start
--- order each interval adds its part past the latest earlier end (one sorted pass).
-step_reach AS (
-    SELECT run, rank, phase, step, start_ns, end_ns,
-           MAX(end_ns) OVER (
-               PARTITION BY run, rank, device, phase, step ORDER BY start_ns
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach_ns
+-- Busy time of a step = length of the union of its intervals per device: the sum of
+-- step_busy_ns, each activity's part past the earlier-starting activities of its
+-- (rank, device, phase, step), computed at ingest.  Activities without it (runs
+-- ingested before the column existed) get the same part here, in one sorted pass over
+-- them alone: max(0, end - max(start, reach)), reach = the latest end so far.
+gpu_busy AS (
+    SELECT run, rank, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens,
+           step_busy_ns AS busy_ns
     FROM gpu
-),
-step_busy AS (
-    SELECT run, rank, phase, step,
-           SUM(GREATEST(end_ns - GREATEST(start_ns, COALESCE(reach_ns, start_ns)), 0)) AS busy_ns
-    FROM step_reach
-    GROUP BY run, rank, phase, step
+    WHERE step_busy_ns IS NOT NULL
+    UNION ALL
+    SELECT run, rank, phase, step, kind, start_ns, end_ns, dur_ns, batch_size, tokens,
+           GREATEST(end_ns - GREATEST(start_ns, COALESCE(MAX(end_ns) OVER (
+               PARTITION BY run, rank, device, phase, step ORDER BY start_ns
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), start_ns)), 0)
+    FROM gpu
+    WHERE step_busy_ns IS NULL
 ),
 step_gpu AS (
     SELECT run, rank, phase, step, MIN(start_ns) AS gpu_start_ns,
            MAX(end_ns) - MIN(start_ns) AS span_ns,
+           SUM(busy_ns) AS busy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel'), 0) AS kernel_ns,
            COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels,
            MAX(batch_size) AS batch_size, MAX(tokens) AS tokens
-    FROM gpu
+    FROM gpu_busy
     GROUP BY run, rank, phase, step
 ),
 -- Time zero of a run: its first event of any kind, for the runs that have steps (the
@@ -70,13 +75,12 @@ SELECT run, rank, phase, step,
        ROUND((COALESCE(w.start_ns, g.gpu_start_ns) - r.t0_ns) / 1e9, 6) AS start_s,
        ROUND(w.wall_ns / 1e6, 3) AS wall_ms,
        ROUND(g.span_ns / 1e6, 3) AS gpu_span_ms,
-       ROUND(b.busy_ns / 1e6, 3) AS gpu_busy_ms,
+       ROUND(g.busy_ns / 1e6, 3) AS gpu_busy_ms,
        ROUND(g.kernel_ns / 1e6, 3) AS kernel_ms,
        COALESCE(g.kernels, 0) AS kernels,
        COALESCE(w.batch_size, g.batch_size) AS batch_size,
        COALESCE(w.tokens, g.tokens) AS tokens
 FROM step_gpu g
 FULL OUTER JOIN step_wall w USING (run, rank, phase, step)
-LEFT JOIN step_busy b USING (run, rank, phase, step)
 JOIN run_start r USING (run)
 ORDER BY run, rank, start_s, step

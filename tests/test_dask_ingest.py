@@ -41,7 +41,10 @@ def dlrm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "dlrm_kineto"
 
 
-COLS = "rank, kind, name, start_ns, end_ns, correlation, phase, step, op, path, category"
+COLS = (
+    "rank, kind, name, start_ns, end_ns, correlation, phase, step, op, path, category, "
+    "busy_ns, step_busy_ns"
+)
 
 
 def test_dask_matches_local_ingest(cluster, dlrm: Path, tmp_path: Path) -> None:

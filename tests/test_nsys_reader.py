@@ -213,6 +213,36 @@ def test_every_shared_sqlite_matches_raw_sql(rel: str, backend: str) -> None:
 
 
 @needs_traces
+@pytest.mark.parametrize("rel", SQLITES)
+def test_gpu_groups_match_raw_sql(rel: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks come from per-(process, device) counts of GPU activity, aggregated from
+    the narrow GPU columns (read once, also for busy time): the same as SQL GROUP BY
+    on the raw tables, in windows smaller than the tables."""
+    monkeypatch.setattr(nsys, "BATCH_ROWS", 1000)
+    acc: dict[tuple, list] = {}
+    tables = _tables(TRACES / rel)
+    for table in ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"):
+        if table not in tables:
+            continue
+        rows = _sql(
+            TRACES / rel,
+            f'SELECT ("globalPid" >> 24) & 16777215, deviceId, count(*), min(start) '
+            f"FROM {table} GROUP BY 1, 2",
+        )
+        for pid, dev, count, first in rows:
+            a = acc.setdefault((pid, dev), [0, 0, None])
+            a[1] += count
+            if table.endswith("KERNEL"):
+                a[0], a[2] = count, first
+    want = sorted(((p, d, k, n, f) for (p, d), (k, n, f) in acc.items()), key=str)
+    with nsys.open_export(TRACES / rel) as ex:
+        got = sorted(ex._gpu_groups(), key=str)
+        spans = ex.gpu_spans()
+    assert got == want
+    assert sum(n for _, n, _ in spans.kinds) == sum(g[3] for g in want) == len(spans.start)
+
+
+@needs_traces
 def test_readme_counts() -> None:
     """Kernel/NVTX/NCCL counts named in shared/traces/README.md."""
     want = {

@@ -671,6 +671,29 @@ def label(
     }
 
 
+def gpu_phase_step(
+    index: RangeIndex | None, launches: Launches | None, pid: np.ndarray, corr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(phase code into ``index.phase_values``, step), -1 for none, of GPU activities:
+    what :func:`label` gives them, without the other columns (a narrow pass over
+    every GPU activity of an export, before its rows stream: see tracekit.busy)."""
+    n = len(pid)
+    none = np.full(n, _NONE, np.int64)
+    if index is None or not index.n or launches is None or n == 0:
+        return none, none.copy()
+    launch_tid, launch_ns = none.copy(), none.copy()
+    g = np.flatnonzero(corr != _NONE)
+    launch_tid[g], launch_ns[g] = launches.find(pid[g], corr[g])
+    q = np.flatnonzero(launch_tid != _NONE)
+    pos = none.copy()
+    pos[q] = index.lookup(pid[q], launch_tid[q], launch_ns[q])
+    has = pos >= 0
+    pc_ = np.clip(pos, 0, None)
+    phase = np.where(has, index.phase[pc_], _NONE).astype(np.int64)
+    step = np.where(has, index.step[pc_], _NONE).astype(np.int64)
+    return phase, step
+
+
 def range_names(names: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     """Range texts as (codes, distinct base names) for :class:`RangeIndex`."""
     codes, values = _encode(base_names(names))

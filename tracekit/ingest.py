@@ -33,11 +33,13 @@ from tracekit.attribute import (
     RangeIndex,
     attribute,
     base_names,
+    gpu_phase_step,
     marker_updates,
 )
 from tracekit.attribute import (
     label as label_rows,
 )
+from tracekit.busy import StreamedBusy, busy_columns
 from tracekit.classify import classify
 from tracekit.errors import TracekitError
 from tracekit.phasemap import choose
@@ -259,6 +261,7 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     result = attribute(table, pm, raw.graph_nodes)
     del table, raw.table
     table = result.table
+    table = _with_columns(table, pa.table(busy_columns(table)))
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
     table = table.append_column("run", _run_column(run, table.num_rows))
@@ -273,8 +276,10 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
 def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phase_map: str, run: str) -> FileResult:
     """Nsight export -> attributed batches, with memory bounded by the narrow
     attribution inputs plus three batches (one read, one labelled, one written): the
-    ranges usable as launch stacks are indexed first (:class:`RangeIndex`), then
-    every table streams through in rowid windows, is labelled, and is written."""
+    ranges usable as launch stacks are indexed first (:class:`RangeIndex`), busy time
+    is computed from narrow columns of every GPU activity (:class:`StreamedBusy`, 16
+    bytes kept per activity), then every table streams through in rowid windows, is
+    labelled, and is written."""
     from tracekit.readers import nsys
 
     t0 = time.perf_counter()
@@ -322,6 +327,16 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
         m_rows, m_json = (
             marker_updates(index) if index is not None else (np.zeros(0, np.int64), [])
         )
+        # Busy time needs every GPU activity of the file before the first batch: the
+        # narrow GPU columns read for the ranks, labelled as the batches will be.
+        sp = ex.gpu_spans()
+        busy = StreamedBusy(
+            [(k, rows) for k, rows, _ in sp.kinds], sp.start, sp.end, sp.pid, sp.device, sp.corr,
+            ex.rank_array, lambda pid, corr: gpu_phase_step(index, launches, pid, corr), nsys.NULL_INT,
+        )
+        del sp
+        ex.drop_gpu_spans()
+        _trim()
         # A three-stage pipeline: the next batch is read (SQLite) and the previous one
         # written (Parquet) while this one is labelled; at most three batches live.
         stats = _Stats()
@@ -330,7 +345,7 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
         writing = None
         while (batch := reading.result()) is not None:
             reading = reader.submit(next, batches, None)
-            table = _label_batch(batch, index, launches, capture, m_rows, m_json, run)
+            table = _label_batch(batch, index, launches, capture, m_rows, m_json, run, busy)
             del batch
             stats.add(table)
             if writing is not None:
@@ -339,6 +354,7 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
             del table
         if writing is not None:
             writing.result()
+        busy.finish()
         meta = ex.meta()
     step_mode = index.step_mode if index is not None else "phase"
     return stats.result(path, fmt, meta, pm.to_json(), step_mode, t0)
@@ -364,6 +380,7 @@ def _label_batch(
     marker_rows: np.ndarray,
     marker_json: list[str],
     run: str,
+    busy: StreamedBusy,
 ) -> pa.Table:
     n = batch.num_rows
 
@@ -381,6 +398,7 @@ def _label_batch(
         graph_node=arr("graph_node_id", -1),
     )
     table = _with_columns(table, pa.table(out))
+    table = _with_columns(table, pa.table(busy.columns(table.column("kind"))))
     if "range_pos" in table.column_names:
         if len(marker_rows):
             # Payload markers set the payload of the range around them; they are dropped.
@@ -446,7 +464,12 @@ _PARQUET_DICT = [
     "tokens", "layer", "graph_id", "reduce_op", "dtype", "algorithm", "protocol", "launch_tid",
 ]
 #: Columns with min/max statistics: what queries filter on and DuckDB prunes by.
-_PARQUET_STATS = ["run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category"]
+#: (On busy_ns and step_busy_ns, the null counts let the queries' fallback for runs
+#: without them skip every row group of a run that has them.)
+_PARQUET_STATS = [
+    "run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category",
+    "busy_ns", "step_busy_ns",
+]
 
 
 class RunWriter:

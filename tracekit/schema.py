@@ -53,6 +53,18 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("protocol", pa.string(), "communication kernels: LL, LL128, SIMPLE"),
     ("launch_tid", pa.int64(), "GPU activities: thread of the launching API call"),
     ("launch_ns", pa.int64(), "GPU activities: start of the launching API call"),
+    (
+        "busy_ns",
+        pa.int64(),
+        "GPU activities: the part of [start_ns, end_ns) not covered by earlier-starting "
+        "activities of the same (rank, device, phase); SUM = busy time (union length)",
+    ),
+    (
+        "step_busy_ns",
+        pa.int64(),
+        "GPU activities with a step: the same within (rank, device, phase, step); "
+        "SUM = the step's busy time",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS])

@@ -22,6 +22,7 @@ from tracekit.errors import TracekitError
 from tracekit.sql import (
     FORMATS,
     Query,
+    added_columns_sql,
     check_run,
     connect,
     describe,
@@ -49,14 +50,22 @@ def banner(queries: Sequence[Query], n_runs: int) -> str:
     )
 
 
-def init_sql(parquet_paths: Sequence[str | Path], queries: Sequence[Query]) -> str:
-    """SQL that creates ``events`` over the runs and one view per shipped query.
+def init_sql(
+    parquet_paths: Sequence[str | Path],
+    queries: Sequence[Query],
+    columns: Sequence[str] | None = None,
+) -> str:
+    """SQL that creates ``events`` over the runs and one view per shipped query;
+    ``columns`` (the runs' columns), where given, adds the columns older runs lack.
 
     >>> "CREATE VIEW events" in init_sql(["run.parquet"], [])
     True
     """
     files = ", ".join(_literal(str(Path(p).resolve())) for p in parquet_paths)
-    stmts = [f"CREATE VIEW events AS SELECT * FROM read_parquet([{files}], union_by_name = true)"]
+    added = added_columns_sql(columns) if columns is not None else ""
+    stmts = [
+        f"CREATE VIEW events AS SELECT *{added} FROM read_parquet([{files}], union_by_name = true)"
+    ]
     stmts += [f'CREATE VIEW "{q.name}" AS\n{q.sql}' for q in queries]
     return ";\n".join(stmts) + ";\n"
 
@@ -86,10 +95,14 @@ def shell(parquet_paths: Sequence[str | Path], *, python: bool = False) -> int:
     queries = list_queries()
     binary = None if python else duckdb_cli()
     if binary is not None:
+        with duckdb.connect() as con:
+            columns = con.read_parquet(
+                [str(p.resolve()) for p in paths], union_by_name=True
+            ).columns
         args = [
             binary,
             "-cmd",
-            init_sql(paths, queries),
+            init_sql(paths, queries, columns),
             "-cmd",
             f".print {banner(queries, len(paths))}",
         ]

@@ -47,6 +47,11 @@ FORMATS = ("table", "csv", "json", "markdown")
 #: Parameter types a header may declare, and how a value given as text is read.
 PARAM_TYPES = ("INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN")
 
+#: Columns added to the events table after runs were first written (name, SQL type).
+#: A run without one reads it as NULL (the ``events`` view adds it), and the shipped
+#: queries then compute what it would hold themselves (the slower way it replaced).
+ADDED_COLUMNS = (("busy_ns", "BIGINT"), ("step_busy_ns", "BIGINT"))
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_LINE = re.compile(r"^-- ([a-z_]+):(.*)$")
 _GETVARIABLE = re.compile(r"getvariable\s*\(\s*'([^']*)'\s*\)", re.IGNORECASE)
@@ -399,8 +404,22 @@ def connect(parquet_paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
         raise
     # The relation API takes the file list as a value, so no path is put into SQL text.
     rel = con.read_parquet([str(p.resolve()) for p in paths], union_by_name=True)
+    added = added_columns_sql(rel.columns)
+    if added:
+        rel = rel.project("*" + added)
     rel.create_view("events")
     return con
+
+
+def added_columns_sql(columns: Sequence[str]) -> str:
+    """Select-list items that add the :data:`ADDED_COLUMNS` missing from ``columns``
+    (runs ingested before they existed) as typed NULLs.
+
+    >>> added_columns_sql(["run", "busy_ns"])
+    ', NULL::BIGINT AS step_busy_ns'
+    """
+    have = set(columns)
+    return "".join(f", NULL::{t} AS {n}" for n, t in ADDED_COLUMNS if n not in have)
 
 
 def bind_params(query: Query, params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -625,10 +626,57 @@ def _corrupt(source: Path, exc: Exception) -> TracekitError:
     )
 
 
+@dataclass
+class GpuSpans:
+    """The GPU activities of an export as narrow NumPy columns, in the row order of
+    :meth:`Export.batches`: ``start``/``end`` int64 (:data:`NULL_INT` for NULL), ``pid``
+    and ``device`` int32 and ``corr`` int64 (-1 for NULL); ``kinds`` lists each
+    table's (kind, rows, whether it records both process and device) in order."""
+
+    kinds: list[tuple[str, int, bool]]
+    start: np.ndarray
+    end: np.ndarray
+    pid: np.ndarray
+    device: np.ndarray
+    corr: np.ndarray
+
+
+def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> GpuSpans:
+    """:class:`GpuSpans` of the kernel, memcpy and memset tables, read in the same rowid
+    windows as :meth:`Export.batches` (a column the table lacks is all NULL)."""
+    keys = ("start", "end", "pid", "device", "corr")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    kinds: list[tuple[str, int, bool]] = []
+    for table, kind in ((KERNEL, "kernel"), (MEMCPY, "memcpy"), (MEMSET, "memset")):
+        if table not in db.tables:
+            continue
+        c = lambda n, e=None, t=table: _col(db, t, n, e)  # noqa: E731
+        ints = {
+            "start": c("start"),
+            "end": c("end"),
+            "pid": c("globalPid", f'("globalPid" >> 24) & {_ID_MASK}'),
+            "device": c("deviceId"),
+            "corr": c("correlationId"),
+        }
+        rows = 0
+        for where in windows(table, BATCH_ROWS):
+            d = db.columns(table, ints, {}, where=where)
+            for k in keys:
+                fill = NULL_INT if k in ("start", "end") else -1
+                a = np.asarray(d[k].fill_null(fill).to_numpy(zero_copy_only=False), np.int64)
+                parts[k].append(a.astype(np.int32) if k in ("pid", "device") else a)
+            rows += len(d["start"])
+        kinds.append((kind, rows, bool(ints["pid"] and ints["device"])))
+    empty = {k: np.zeros(0, np.int32 if k in ("pid", "device") else np.int64) for k in keys}
+    cols = {k: np.concatenate(parts.pop(k)) if parts[k] else empty[k] for k in keys}
+    return GpuSpans(kinds=kinds, **cols)
+
+
 class Export:
     """One opened export, read in rowid windows table by table, so that no step holds
     more than one batch of full rows.  Attribution's inputs (the NVTX ranges usable as
-    launch stacks, the launching calls, graph nodes) are read as narrow columns."""
+    launch stacks, the launching calls, graph nodes) and the GPU activities' times,
+    devices and launches (ranks, busy time) are read as narrow columns."""
 
     def __init__(self, db: _Db, source: Path, fmt: str, warnings: list[str]):
         present = db.tables & set(EVENT_TABLES)
@@ -661,6 +709,8 @@ class Export:
         self._rank_info: tuple[dict[int, int], str, int | None] | None = None
         self._seen_pids: set[int] = set()
         self._seen_devices: set[int] = set()
+        self._spans: GpuSpans | None = None
+        self._spans_lock = threading.Lock()
 
     def _db(self) -> _Db:
         db: _Db | None = getattr(self._local, "db", None)
@@ -698,24 +748,41 @@ class Export:
     # ----------------------------------------------------------- run-level facts
 
     def _gpu_groups(self) -> list[tuple[int | None, int | None, int, int, int | None]]:
-        """(pid, device, kernels, activities, first kernel start) per process and device."""
-        acc: dict[tuple[int | None, int | None], list[Any]] = {}
-        db = self._db()
-        for table in GPU_TABLES:
-            cols = db.cols(table)
-            if table not in db.tables or "globalPid" not in cols or "deviceId" not in cols:
-                continue
-            rows = db.rows(
-                f'SELECT ("globalPid" >> 24) & {_ID_MASK}, "deviceId", count(*), min("start") '
-                f'FROM "{table}" GROUP BY 1, 2'
+        """(pid, device, kernels, activities, first kernel start) per process and device,
+        aggregated (Arrow) from the narrow GPU columns, never per event."""
+        sp = self.gpu_spans()
+        keep = np.zeros(len(sp.start), bool)
+        is_kernel = np.zeros(len(sp.start), bool)
+        at = 0
+        for kind, rows, has_ids in sp.kinds:
+            keep[at : at + rows] = has_ids  # a table without pid or device is left out
+            is_kernel[at : at + rows] = kind == "kernel"
+            at += rows
+        sel = np.flatnonzero(keep)
+        if not len(sel):
+            return []
+        start, kern = sp.start[sel], is_kernel[sel]
+        t = pa.table(
+            {
+                "pid": pa.array(sp.pid[sel], mask=sp.pid[sel] < 0),
+                "device": pa.array(sp.device[sel], mask=sp.device[sel] < 0),
+                "kernel": pa.array(kern.astype(np.int64)),
+                "kstart": pa.array(start, mask=~kern | (start == NULL_INT)),
+            }
+        )
+        g = t.group_by(["pid", "device"]).aggregate(
+            [("kernel", "sum"), ("kernel", "count"), ("kstart", "min")]
+        )
+        return list(
+            zip(
+                g.column("pid").to_pylist(),
+                g.column("device").to_pylist(),
+                g.column("kernel_sum").to_pylist(),
+                g.column("kernel_count").to_pylist(),
+                g.column("kstart_min").to_pylist(),
+                strict=True,
             )
-            for pid, dev, count, first in rows:
-                a = acc.setdefault((pid, dev), [0, 0, None])
-                a[1] += count
-                if table == KERNEL:
-                    a[0] += count
-                    a[2] = first if a[2] is None else min(a[2], first)
-        return [(p, d, k, n, f) for (p, d), (k, n, f) in acc.items()]
+        )
 
     def rank_array(self, pid: np.ndarray) -> np.ndarray:
         """Rank (int32, -1 unknown) of each pid, as NumPy, without Arrow copies."""
@@ -831,6 +898,19 @@ class Export:
                     d for d in pc.unique(t.column("device")).to_pylist() if d is not None
                 )
                 yield t.add_column(0, "rank", self.rank(t.column("pid")))
+
+    def gpu_spans(self) -> GpuSpans:
+        """Every GPU activity (kernel, memcpy, memset) as narrow columns, in the order
+        :meth:`batches` yields their rows (table by table, rowid windows); read once
+        and kept until :meth:`drop_gpu_spans` (ranks and busy time both need them)."""
+        with self._spans_lock:
+            if self._spans is None:
+                self._spans = _read_gpu_spans(self._db(), self._windows)
+            return self._spans
+
+    def drop_gpu_spans(self) -> None:
+        with self._spans_lock:
+            self._spans = None
 
     def _spilled(self) -> Iterator[pa.Table]:
         assert self._spill is not None

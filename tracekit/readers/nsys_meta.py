@@ -82,7 +82,7 @@ def ranks(
     """Rank per GPU-using process: (pid -> rank, rank_source, world_size).
 
     ``groups`` has one row per (pid, device) of GPU activity: (pid, device, kernels,
-    activities, first kernel start or None), aggregated in SQL, never per event.
+    activities, first kernel start or None), aggregated from columns, never per event.
     """
     groups = [g for g in groups if g[0] is not None and g[3] > 0]
     if not groups:
