@@ -193,6 +193,7 @@ def read(path: Path) -> RawTrace:
     _check_file(path)
     warm = _PandasImport()
     con = _database().cursor()
+    _reading(+1)
     try:
         # No progress bar on stderr: a reader is called from the CLI and from tests.
         con.execute("SET enable_progress_bar = false")
@@ -203,6 +204,7 @@ def read(path: Path) -> RawTrace:
             warm.join()
         table, stats = _events(con)
     finally:
+        _reading(-1)
         con.close()
     meta = _meta(path, header, stats)
     rank_col = _rank_column(table, meta)
@@ -240,6 +242,27 @@ def _database() -> duckdb.DuckDBPyConnection:
 
 def _threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+_ACTIVE = 0  # files being read right now, on all threads
+
+
+def _reading(delta: int) -> int:
+    global _ACTIVE
+    with _DB_LOCK:
+        _ACTIVE += delta
+        return _ACTIVE
+
+
+def _parts_for(array: int) -> int:
+    """How many parts an array of ``array`` bytes is cut into: enough to keep each
+    under :data:`_PART_MAX`, and enough to give every DuckDB thread one while fewer
+    files than threads are being read (several files read at once already keep
+    the threads busy, and each cut costs a copy of its rows)."""
+    if array < _PART_MIN * 2:
+        return 1
+    idle = -(-_threads() // max(1, _reading(0)))
+    return max(1, idle, -(-array // _PART_MAX))
 
 
 class _PandasImport:
@@ -487,7 +510,7 @@ def _copy_array(path: Path, parts: list[Path]) -> dict[str, Any] | None:
             if head is None and len(buf) > _HEAD_LIMIT:
                 return None
         array = total - len(head)
-        n_parts = max(_threads(), -(-array // _PART_MAX)) if array >= _PART_MIN * 2 else 1
+        n_parts = _parts_for(array)
         step = array // n_parts if n_parts > 1 else array + 1
         out = _new_part(parts)
         try:
