@@ -9,6 +9,7 @@ on PATH; otherwise a small Python prompt over the duckdb module does the same.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -78,8 +79,13 @@ def add_query_views(con: duckdb.DuckDBPyConnection, queries: Sequence[Query]) ->
 
 
 def duckdb_cli() -> str | None:
-    """Path of the ``duckdb`` binary, or None."""
-    return shutil.which("duckdb")
+    """Path of the ``duckdb`` binary (on PATH, or beside this Python, where
+    ``pip install duckdb-cli`` puts it in a virtual environment), or None."""
+    found = shutil.which("duckdb")
+    if found is None:
+        here = Path(sys.executable).parent / "duckdb"
+        found = str(here) if here.is_file() and os.access(here, os.X_OK) else None
+    return found
 
 
 def shell(parquet_paths: Sequence[str | Path], *, python: bool = False) -> int:
