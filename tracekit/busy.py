@@ -15,8 +15,6 @@ of the groups before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -242,100 +240,3 @@ def scatter(n: int, rows: np.ndarray, values: np.ndarray, valid: np.ndarray) -> 
     mask[rows] = ~valid
     return pa.array(out, pa.int64(), mask=mask)
 
-
-class StreamedBusy:
-    """``busy_ns`` and ``step_busy_ns`` of an input whose rows stream past in batches
-    (Nsight exports).  A union needs every GPU activity of the input first, so they
-    are computed up front from narrow columns of all GPU activities, given in the
-    order the batches will bring those rows (``kinds``: (kind, rows) runs);
-    :meth:`columns` hands each batch its slice, :meth:`finish` checks that every
-    value was handed out.  What stays is two int64 values per GPU activity.
-
-    ``start``/``end`` hold ``null`` for NULL, ``pid``/``device``/``corr`` -1;
-    ``rank_of(pid)`` gives ranks (-1 unknown) and ``phase_step(pid, corr)`` phase
-    codes and steps (-1 none), as labelling the batches will.
-    """
-
-    def __init__(
-        self,
-        kinds: list[tuple[str, int]],
-        start: np.ndarray,
-        end: np.ndarray,
-        pid: np.ndarray,
-        device: np.ndarray,
-        corr: np.ndarray,
-        rank_of: Callable[[np.ndarray], np.ndarray],
-        phase_step: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-        null: int,
-    ):
-        n = len(start)
-        if sum(r for _, r in kinds) != n or len({k for k, _ in kinds}) != len(kinds):
-            raise RuntimeError("internal error: busy-time rows do not match their kinds")
-        rank = np.empty(n, np.int32)
-        phase = np.empty(n, np.int32)
-        step = np.empty(n, np.int32)
-        chunk = 1 << 20  # labelling temporaries stay small
-        for a in range(0, n, chunk):
-            p = pid[a : a + chunk].astype(np.int64)
-            no_pid = p < 0
-            p[no_pid] = 0  # as labelling fills a NULL pid
-            ph, st = phase_step(p, corr[a : a + chunk])
-            phase[a : a + chunk], step[a : a + chunk] = ph, st
-            rank[a : a + chunk] = np.where(no_pid, -1, rank_of(p))
-        ok = (start != null) & (end != null)
-        every = bool(ok.all())  # NULL times (never seen in exports) get no value
-        sel = slice(None) if every else np.flatnonzero(ok)
-        step_ok = step[sel] >= 0
-        busy, step_busy = busy_arrays(
-            start[sel], end[sel], rank[sel], device[sel], phase[sel], step[sel], step_ok
-        )
-        del rank, phase, step
-        step_busy[~step_ok] = -1
-        if every:
-            self.busy, self.step_busy = busy, step_busy
-        else:
-            self.busy = np.full(n, -1, np.int64)
-            self.step_busy = np.full(n, -1, np.int64)
-            self.busy[sel], self.step_busy[sel] = busy, step_busy
-        # Where each kind's rows sit in these arrays, and how many were handed out.
-        self.first: dict[str, int] = {}
-        self.counts = dict.fromkeys(GPU_KINDS, 0)
-        at = 0
-        for kind, rows in kinds:
-            self.first[kind], self.counts[kind] = at, rows
-            at += rows
-        self.taken = dict.fromkeys(GPU_KINDS, 0)
-
-    def columns(self, kind: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array]:
-        """The two columns of the next batch (its ``kind`` column): the next values of
-        each GPU kind, in row order, NULL on other rows."""
-        n = len(kind)
-        busy = np.full(n, -1, np.int64)
-        step_busy = np.full(n, -1, np.int64)
-        for k in GPU_KINDS:
-            hit = pc.fill_null(pc.equal(kind, k), False)
-            rows = np.flatnonzero(np.asarray(hit.to_numpy(zero_copy_only=False), bool))
-            if not len(rows):
-                continue
-            a = self.first.get(k, 0) + self.taken[k]
-            self.taken[k] += len(rows)
-            if self.taken[k] > self.counts[k]:
-                raise RuntimeError(
-                    f"internal error: the batches bring more {k} rows than the busy-time pass "
-                    f"read ({self.taken[k]} > {self.counts[k]})"
-                )
-            busy[rows] = self.busy[a : a + len(rows)]
-            step_busy[rows] = self.step_busy[a : a + len(rows)]
-        return {
-            "busy_ns": pa.array(busy, pa.int64(), mask=busy < 0),
-            "step_busy_ns": pa.array(step_busy, pa.int64(), mask=step_busy < 0),
-        }
-
-    def finish(self) -> None:
-        """Check that the batches brought exactly the GPU rows the pass read."""
-        for k in GPU_KINDS:
-            if self.taken[k] != self.counts[k]:
-                raise RuntimeError(
-                    f"internal error: the batches brought {self.taken[k]} {k} rows, the "
-                    f"busy-time pass read {self.counts[k]}"
-                )
