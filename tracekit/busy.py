@@ -239,4 +239,3 @@ def scatter(n: int, rows: np.ndarray, values: np.ndarray, valid: np.ndarray) -> 
     out[rows] = values
     mask[rows] = ~valid
     return pa.array(out, pa.int64(), mask=mask)
-

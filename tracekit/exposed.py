@@ -50,9 +50,7 @@ def merge_intervals(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.
     return s[first], reach[last]
 
 
-def covered_in(
-    a: np.ndarray, b: np.ndarray, m_start: np.ndarray, m_end: np.ndarray
-) -> np.ndarray:
+def covered_in(a: np.ndarray, b: np.ndarray, m_start: np.ndarray, m_end: np.ndarray) -> np.ndarray:
     """Length of ``[a, b)`` covered by the disjoint sorted intervals ``m_start``,
     ``m_end`` (as :func:`merge_intervals` gives them); 0 where ``b <= a``.
 
@@ -178,4 +176,3 @@ def exposed_column(table: pa.Table) -> pa.Array:
         ints(start_c), ints(end_c), ints(dur_c), group, is_comm, ~is_comm, times_ok
     )
     return scatter(n, rows[c], exposed, valid(dur_c)[c])
-

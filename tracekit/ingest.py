@@ -41,8 +41,8 @@ from tracekit.attribute import (
 )
 from tracekit.busy import busy_columns
 from tracekit.classify import classify
-from tracekit.exposed import exposed_column
 from tracekit.errors import TracekitError
+from tracekit.exposed import exposed_column
 from tracekit.launches import launch_first_column
 from tracekit.phasemap import choose
 from tracekit.readers import (

@@ -46,7 +46,9 @@ def first_of_launch(pid: np.ndarray, corr: np.ndarray, start: np.ndarray) -> np.
     return out
 
 
-def launch_first_array(pid: np.ndarray, corr: np.ndarray, start: np.ndarray, corr_ok: np.ndarray) -> np.ndarray:
+def launch_first_array(
+    pid: np.ndarray, corr: np.ndarray, start: np.ndarray, corr_ok: np.ndarray
+) -> np.ndarray:
     """``launch_first`` as int8 (1 TRUE, 0 FALSE, -1 NULL) of GPU activities:
     :func:`first_of_launch` over the rows with a correlation (``corr_ok``).  Give a
     NULL start as :data:`LAST` (later than any other)."""
@@ -61,7 +63,9 @@ def launch_first_column(table: pa.Table) -> pa.Array:
     """``launch_first`` of a whole table (one input file): on GPU activities with a
     correlation, NULL on other rows."""
     n = table.num_rows
-    is_gpu = pc.fill_null(pc.is_in(table.column("kind"), value_set=pa.array(list(GPU_KINDS))), False)
+    is_gpu = pc.fill_null(
+        pc.is_in(table.column("kind"), value_set=pa.array(list(GPU_KINDS))), False
+    )
     has_corr = "correlation" in table.column_names
     if not has_corr:
         return pa.nulls(n, pa.bool_())
@@ -75,9 +79,12 @@ def launch_first_column(table: pa.Table) -> pa.Array:
         if "pid" in table.column_names
         else np.zeros(len(rows), np.int64)
     )
-    corr = np.asarray(table.column("correlation").take(idx).to_numpy(zero_copy_only=False), np.int64)
+    corr = np.asarray(
+        table.column("correlation").take(idx).to_numpy(zero_copy_only=False), np.int64
+    )
     start = np.asarray(
-        pc.fill_null(table.column("start_ns").take(idx), LAST).to_numpy(zero_copy_only=False), np.int64
+        pc.fill_null(table.column("start_ns").take(idx), LAST).to_numpy(zero_copy_only=False),
+        np.int64,
     )
     values = np.zeros(n, bool)
     mask = np.ones(n, bool)

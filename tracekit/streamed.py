@@ -52,7 +52,9 @@ class StreamedColumns:
     ):
         n = len(start)
         if sum(r for _, r in kinds) != n or len({k for k, _ in kinds}) != len(kinds):
-            raise RuntimeError("internal error: GPU rows of the narrow pass do not match their kinds")
+            raise RuntimeError(
+                "internal error: GPU rows of the narrow pass do not match their kinds"
+            )
         rank = np.empty(n, np.int32)
         phase = np.empty(n, np.int32)
         step = np.empty(n, np.int32)
@@ -85,9 +87,7 @@ class StreamedColumns:
         known = (rank >= 0) & (device >= 0)
         group = np.where(known, group_key(rank, device), -1)
         del rank, known
-        comm_rows, exposed = exposed_arrays(
-            start, end, end - start, group, is_comm, is_compute, ok
-        )
+        comm_rows, exposed = exposed_arrays(start, end, end - start, group, is_comm, is_compute, ok)
         del group
         keep = ok[comm_rows]
         self.comm_rows, self.exposed = comm_rows[keep], exposed[keep]
