@@ -24,7 +24,7 @@
 -- wait = duration - transfer, skew = start - earliest start. Exposed time is the part
 -- of a communication kernel that no compute kernel on the same device overlaps.
 WITH comm AS (
-    SELECT run, rank, device, stream, phase, step, op, start_ns, end_ns, dur_ns, bytes,
+    SELECT run, rank, device, stream, phase, step, op, start_ns, end_ns, dur_ns, bytes, exposed_ns,
            COALESCE(collective, short_name, name) AS collective,
            row_number() OVER (
                PARTITION BY run, rank, COALESCE(collective, short_name, name)
@@ -52,22 +52,35 @@ inst AS (
     GROUP BY c.run, c.collective, c.seq
 ),
 -- Exposed time = duration - covered time; covered = length of the union of the compute
--- kernels of the same device inside the communication kernel. Only overlapping compute
--- kernels matter, found by equi-joins on 1 ms time buckets (no range join, no sort of
--- all kernels): a compute kernel of at most 1 ms that overlaps a communication kernel
--- starts in a bucket from one before the communication kernel's first to its last; a
--- longer one shares a bucket with it and is paired in the first bucket both touch.
+-- kernels of the same device inside the communication kernel: exposed_ns, computed at
+-- ingest. Kernels without it (runs ingested before the column existed) get it here,
+-- from the compute kernels that overlap them alone, found by equi-joins on 1 ms time
+-- buckets (no range join, no sort of all kernels): a compute kernel of at most 1 ms
+-- that overlaps a communication kernel starts in a bucket from one before the
+-- communication kernel's first to its last; a longer one shares a bucket with it and is
+-- paired in the first bucket both touch. On a new run these joins have no
+-- communication kernels to pair, and DuckDB skips the compute kernels' scan.
 comm_near AS (
     SELECT run, rank, device, collective, seq, start_ns AS c_start, end_ns AS c_end,
            unnest(range((start_ns - 1000000) // 1000000, end_ns // 1000000 + 1)) AS bucket
     FROM comm
-    WHERE device IS NOT NULL
+    WHERE device IS NOT NULL AND exposed_ns IS NULL
 ),
 comm_in AS (
     SELECT run, rank, device, collective, seq, start_ns AS c_start, end_ns AS c_end,
            unnest(range(start_ns // 1000000, end_ns // 1000000 + 1)) AS bucket
     FROM comm
-    WHERE device IS NOT NULL
+    WHERE device IS NOT NULL AND exposed_ns IS NULL
+),
+-- The compute kernels of the devices that have such communication kernels.
+compute AS (
+    SELECT run, rank, device, start_ns, end_ns
+    FROM events k
+    WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication' AND device IS NOT NULL
+      AND EXISTS (
+          SELECT 1 FROM comm c
+          WHERE c.exposed_ns IS NULL AND c.run = k.run AND c.rank = k.rank AND c.device = k.device
+      )
 ),
 -- Each overlapping (communication, compute) pair once, clipped to the communication kernel.
 overlap AS (
@@ -75,9 +88,8 @@ overlap AS (
            GREATEST(k.start_ns, s.c_start) AS o_start, LEAST(k.end_ns, s.c_end) AS o_end
     FROM (
         SELECT run, rank, device, start_ns, end_ns, start_ns // 1000000 AS bucket
-        FROM events
-        WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
-          AND device IS NOT NULL AND end_ns - start_ns <= 1000000
+        FROM compute
+        WHERE end_ns - start_ns <= 1000000
     ) k
     JOIN comm_near s USING (run, rank, device, bucket)
     WHERE k.start_ns < s.c_end AND k.end_ns > s.c_start
@@ -87,9 +99,8 @@ overlap AS (
     FROM (
         SELECT run, rank, device, start_ns, end_ns,
                unnest(range(start_ns // 1000000, end_ns // 1000000 + 1)) AS bucket
-        FROM events
-        WHERE kind = 'kernel' AND category IS DISTINCT FROM 'communication'
-          AND device IS NOT NULL AND end_ns - start_ns > 1000000
+        FROM compute
+        WHERE end_ns - start_ns > 1000000
     ) k
     JOIN comm_in s USING (run, rank, device, bucket)
     WHERE k.start_ns < s.c_end AND k.end_ns > s.c_start
@@ -117,7 +128,7 @@ comm_rows AS (
            CASE WHEN i.matched THEN i.min_dur_ns END AS transfer_ns,
            CASE WHEN i.matched THEN c.dur_ns - i.min_dur_ns END AS wait_ns,
            CASE WHEN i.matched THEN c.start_ns - i.first_start_ns END AS skew_ns,
-           c.dur_ns - COALESCE(v.covered_ns, 0) AS exposed_ns,
+           COALESCE(c.exposed_ns, c.dur_ns - COALESCE(v.covered_ns, 0)) AS exposed_ns,
            -- bus bandwidth factor (nccl-tests PERFORMANCE.md): bytes * factor / time
            CASE c.collective
                WHEN 'AllReduce' THEN 2.0 * (i.n_ranks - 1) / i.n_ranks

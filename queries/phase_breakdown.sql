@@ -18,12 +18,13 @@
 -- column: comm_pct  comm_ms as a share of kernel_ms (%)
 -- column: gpu_idle_pct  GPU idle share inside steps (%): 100 × (1 − busy / GPU span), both summed over the phase's steps; GPU span of a step = first start to last end of its activities on a device
 -- column: kernels_per_step  kernels per step (count)
--- column: launches_per_step  launching API calls per step (distinct correlation ids of the step's GPU work; a CUDA graph launch counts once)
+-- column: launches_per_step  launching API calls per step (distinct (pid, correlation) pairs of the step's GPU work; a CUDA graph launch counts once)
 -- gpu is read by several parts; NOT MATERIALIZED: scanning the Parquet again is cheaper
--- than materializing every GPU row.
+-- than materializing every GPU row. Phases are grouped as they are (NULL is a group of
+-- its own) and named '(no phase)' at the end, on a few rows instead of every activity.
 WITH gpu AS NOT MATERIALIZED (
-    SELECT run, rank, device, COALESCE(phase, '(no phase)') AS phase, step, kind, category,
-           pid, correlation, start_ns, end_ns, dur_ns, busy_ns, step_busy_ns
+    SELECT run, rank, device, phase, step, kind, category,
+           pid, correlation, start_ns, end_ns, dur_ns, busy_ns, step_busy_ns, launch_first
     FROM events
     WHERE kind IN ('kernel', 'memcpy', 'memset')
 ),
@@ -54,14 +55,15 @@ wall AS (
 -- column existed) get the same part here, in one sorted pass over them alone:
 -- max(0, end - max(start, reach)), reach = the latest end so far.
 gpu_busy AS (
-    SELECT run, rank, phase, step, kind, category, start_ns, dur_ns, busy_ns
+    SELECT run, rank, phase, kind, category, start_ns, dur_ns, busy_ns, launch_first
     FROM gpu
     WHERE busy_ns IS NOT NULL
     UNION ALL
-    SELECT run, rank, phase, step, kind, category, start_ns, dur_ns,
+    SELECT run, rank, phase, kind, category, start_ns, dur_ns,
            GREATEST(end_ns - GREATEST(start_ns, COALESCE(MAX(end_ns) OVER (
                PARTITION BY run, rank, device, phase ORDER BY start_ns
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), start_ns)), 0)
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), start_ns)), 0),
+           launch_first
     FROM gpu
     WHERE busy_ns IS NULL
 ),
@@ -83,30 +85,38 @@ step_busy AS (
     )
     GROUP BY run, rank, device, phase, step
 ),
+-- Step instances seen on the GPU (where the phase has no step ranges) are counted here,
+-- on one row per step and device, not over every activity.
 idle AS (
-    SELECT run, rank, phase, 100.0 * (1 - SUM(busy_ns) / SUM(span_ns)) AS idle_pct
+    SELECT run, rank, phase, 100.0 * (1 - SUM(busy_ns) / SUM(span_ns)) AS idle_pct,
+           COUNT(DISTINCT step) AS gpu_steps
     FROM step_busy
     GROUP BY run, rank, phase
 ),
+-- Launches: distinct launching calls (pid, correlation). launch_first, set at ingest,
+-- is TRUE on one activity of each call (all of them share rank, phase and step, being
+-- attributed through it), so its count is the distinct count.
 totals AS (
     SELECT run, rank, phase,
            MIN(start_ns) AS first_ns,
-           COUNT(DISTINCT step) AS gpu_steps,
            SUM(busy_ns) AS busy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel'), 0) AS kernel_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind <> 'kernel'), 0) AS copy_ns,
            COALESCE(SUM(dur_ns) FILTER (WHERE kind = 'kernel' AND category = 'communication'), 0) AS comm_ns,
-           COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels
+           COUNT(*) FILTER (WHERE kind = 'kernel') AS kernels,
+           COUNT(*) FILTER (WHERE launch_first) AS first_launches
     FROM gpu_busy
     GROUP BY run, rank, phase
 ),
--- Launches: distinct (pid, correlation) pairs, counted as 64-bit masks of the
--- correlation ids per (pid, correlation / 64): far fewer groups than pairs.
+-- Activities without launch_first (runs ingested before the column existed): their
+-- distinct (pid, correlation) pairs, counted as 64-bit masks of the correlation ids per
+-- (pid, correlation / 64), far fewer groups than pairs. The null counts of launch_first
+-- let DuckDB skip every row group of a new run here.
 launch_bits AS (
     SELECT run, rank, phase, pid, correlation >> 6 AS hi,
            bit_or(1::UBIGINT << (correlation & 63)::UBIGINT) AS bits
     FROM gpu
-    WHERE correlation IS NOT NULL
+    WHERE correlation IS NOT NULL AND launch_first IS NULL
     GROUP BY run, rank, phase, pid, correlation >> 6
 ),
 launch_count AS (
@@ -114,16 +124,21 @@ launch_count AS (
     FROM launch_bits
     GROUP BY run, rank, phase
 ),
+-- Joined on phase with NULL = NULL: the unattributed work is one group throughout
+-- (a NULL rank matches nothing, as with USING).
 joined AS (
-    SELECT t.*, COALESCE(l.launches, 0) AS launches,
+    SELECT t.*, t.first_launches + COALESCE(l.launches, 0) AS launches,
            w.mean_ns, w.p50_ns, w.p90_ns, w.p99_ns, i.idle_pct,
-           COALESCE(NULLIF(w.range_steps, 0), t.gpu_steps) AS steps
+           COALESCE(NULLIF(w.range_steps, 0), i.gpu_steps, 0) AS steps
     FROM totals t
-    LEFT JOIN wall w USING (run, rank, phase)
-    LEFT JOIN idle i USING (run, rank, phase)
-    LEFT JOIN launch_count l USING (run, rank, phase)
+    LEFT JOIN wall w
+        ON w.run = t.run AND w.rank = t.rank AND w.phase IS NOT DISTINCT FROM t.phase
+    LEFT JOIN idle i
+        ON i.run = t.run AND i.rank = t.rank AND i.phase IS NOT DISTINCT FROM t.phase
+    LEFT JOIN launch_count l
+        ON l.run = t.run AND l.rank = t.rank AND l.phase IS NOT DISTINCT FROM t.phase
 )
-SELECT run, rank, phase, steps,
+SELECT run, rank, COALESCE(phase, '(no phase)') AS phase, steps,
        ROUND(mean_ns / 1e6, 3) AS wall_ms_mean,
        ROUND(p50_ns / 1e6, 3) AS wall_ms_p50,
        ROUND(p90_ns / 1e6, 3) AS wall_ms_p90,

@@ -282,6 +282,6 @@ def test_runs_without_the_columns_give_the_same_answers(tmp_path: Path) -> None:
 
 def test_added_columns_match_the_schema() -> None:
     types = {f.name: f.type for f in SCHEMA}
-    duck = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "VARCHAR": pa.string()}
+    duck = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}
     for name, sql_type in ADDED_COLUMNS:
         assert types[name] == duck[sql_type]

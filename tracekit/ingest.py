@@ -39,9 +39,11 @@ from tracekit.attribute import (
 from tracekit.attribute import (
     label as label_rows,
 )
-from tracekit.busy import StreamedBusy, busy_columns
+from tracekit.busy import busy_columns
 from tracekit.classify import classify
 from tracekit.errors import TracekitError
+from tracekit.exposed import exposed_column
+from tracekit.launches import launch_first_column
 from tracekit.phasemap import choose
 from tracekit.readers import (
     KINETO_SUFFIXES,
@@ -51,6 +53,7 @@ from tracekit.readers import (
     sniff,
 )
 from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
+from tracekit.streamed import StreamedColumns
 
 META_KEY = b"tracekit"
 TRACE_SUFFIXES = NSYS_REPORT_SUFFIXES + SQLITE_SUFFIXES + KINETO_SUFFIXES
@@ -262,6 +265,10 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     del table, raw.table
     table = result.table
     table = _with_columns(table, pa.table(busy_columns(table)))
+    table = _with_columns(
+        table,
+        pa.table({"exposed_ns": exposed_column(table), "launch_first": launch_first_column(table)}),
+    )
     if "run" in table.column_names:
         table = table.drop_columns(["run"])
     table = table.append_column("run", _run_column(run, table.num_rows))
@@ -277,9 +284,9 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
     """Nsight export -> attributed batches, with memory bounded by the narrow
     attribution inputs plus three batches (one read, one labelled, one written): the
     ranges usable as launch stacks are indexed first (:class:`RangeIndex`), busy time
-    is computed from narrow columns of every GPU activity (:class:`StreamedBusy`, 16
-    bytes kept per activity), then every table streams through in rowid windows, is
-    labelled, and is written."""
+    is computed from narrow columns of every GPU activity, then every table streams through in rowid windows, is
+    labelled, and is written.  (The same narrow pass gives exposed communication time
+    and launch flags: 17 bytes kept per activity in all, :class:`StreamedColumns`.)"""
     from tracekit.readers import nsys
 
     t0 = time.perf_counter()
@@ -327,14 +334,17 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
         m_rows, m_json = (
             marker_updates(index) if index is not None else (np.zeros(0, np.int64), [])
         )
-        # Busy time needs every GPU activity of the file before the first batch: the
-        # narrow GPU columns read for the ranks, labelled as the batches will be.
+        # Busy time, exposed time and launch flags need every GPU activity of the file
+        # before the first batch: the narrow GPU columns read for the ranks, labelled
+        # and classified as the batches will be.
         sp = ex.gpu_spans()
-        busy = StreamedBusy(
+        is_comm, is_compute = _comm_kernels(sp.name, [(k, rows) for k, rows, _ in sp.kinds], ex.strings.decode)
+        busy = StreamedColumns(
             [(k, rows) for k, rows, _ in sp.kinds], sp.start, sp.end, sp.pid, sp.device, sp.corr,
+            is_comm, is_compute,
             ex.rank_array, lambda pid, corr: gpu_phase_step(index, launches, pid, corr), nsys.NULL_INT,
         )
-        del sp
+        del sp, is_comm, is_compute
         ex.drop_gpu_spans()
         _trim()
         # A three-stage pipeline: the next batch is read (SQLite) and the previous one
@@ -360,6 +370,26 @@ def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phas
     return stats.result(path, fmt, meta, pm.to_json(), step_mode, t0)
 
 
+def _comm_kernels(
+    name_ids: np.ndarray, kinds: list[tuple[str, int]], decode: Callable[[pa.Array], pa.Array]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(communication kernel, other kernel) masks of the narrow GPU rows (``kinds``:
+    (kind, rows) runs), from their name ids: the distinct names are decoded and
+    classified as the batches' rows will be (a name that does not decode is NULL,
+    hence not communication)."""
+    is_kernel = np.zeros(len(name_ids), bool)
+    at = 0
+    for kind, rows in kinds:
+        is_kernel[at : at + rows] = kind == "kernel"
+        at += rows
+    ids, inverse = np.unique(name_ids[is_kernel], return_inverse=True)
+    category = classify(decode(pa.array(ids, pa.int64(), mask=ids < 0)), "kernel").column("category")
+    comm = np.asarray(pc.fill_null(pc.equal(category, "communication"), False).to_numpy(zero_copy_only=False), bool)
+    is_comm = np.zeros(len(name_ids), bool)
+    is_comm[is_kernel] = comm[inverse.reshape(-1)]
+    return is_comm, is_kernel & ~is_comm
+
+
 def _trim() -> None:
     """Hand freed memory back to the OS (Arrow's pool and glibc's heap), so the
     streaming phase starts from the index alone, not from the index build's peak."""
@@ -380,7 +410,7 @@ def _label_batch(
     marker_rows: np.ndarray,
     marker_json: list[str],
     run: str,
-    busy: StreamedBusy,
+    busy: StreamedColumns,
 ) -> pa.Table:
     n = batch.num_rows
 
@@ -464,11 +494,12 @@ _PARQUET_DICT = [
     "tokens", "layer", "graph_id", "reduce_op", "dtype", "algorithm", "protocol", "launch_tid",
 ]
 #: Columns with min/max statistics: what queries filter on and DuckDB prunes by.
-#: (On busy_ns and step_busy_ns, the null counts let the queries' fallback for runs
-#: without them skip every row group of a run that has them.)
+#: (On busy_ns, step_busy_ns and launch_first, the null counts let the queries'
+#: fallback for runs without them skip every row group of a run that has them;
+#: exposed_ns is NULL on every compute kernel, so its null counts could not.)
 _PARQUET_STATS = [
     "run", "rank", "kind", "start_ns", "end_ns", "device", "phase", "step", "category",
-    "busy_ns", "step_busy_ns",
+    "busy_ns", "step_busy_ns", "launch_first",
 ]
 
 

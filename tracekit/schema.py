@@ -65,6 +65,19 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "GPU activities with a step: the same within (rank, device, phase, step); "
         "SUM = the step's busy time",
     ),
+    (
+        "exposed_ns",
+        pa.int64(),
+        "communication kernels: dur_ns minus the part of [start_ns, end_ns) covered by "
+        "compute kernels (category not communication) of the same (rank, device)",
+    ),
+    (
+        "launch_first",
+        pa.bool_(),
+        "GPU activities with a correlation: TRUE on one activity (the first by start_ns) "
+        "of each launching call (pid, correlation), else FALSE; COUNT(*) FILTER (WHERE "
+        "launch_first) = launching calls",
+    ),
 ]
 
 SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS])

@@ -50,7 +50,12 @@ PARAM_TYPES = ("INTEGER", "BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN")
 #: Columns added to the events table after runs were first written (name, SQL type).
 #: A run without one reads it as NULL (the ``events`` view adds it), and the shipped
 #: queries then compute what it would hold themselves (the slower way it replaced).
-ADDED_COLUMNS = (("busy_ns", "BIGINT"), ("step_busy_ns", "BIGINT"))
+ADDED_COLUMNS = (
+    ("busy_ns", "BIGINT"),
+    ("step_busy_ns", "BIGINT"),
+    ("exposed_ns", "BIGINT"),
+    ("launch_first", "BOOLEAN"),
+)
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_LINE = re.compile(r"^-- ([a-z_]+):(.*)$")
@@ -415,8 +420,8 @@ def added_columns_sql(columns: Sequence[str]) -> str:
     """Select-list items that add the :data:`ADDED_COLUMNS` missing from ``columns``
     (runs ingested before they existed) as typed NULLs.
 
-    >>> added_columns_sql(["run", "busy_ns"])
-    ', NULL::BIGINT AS step_busy_ns'
+    >>> added_columns_sql(["run", "busy_ns", "step_busy_ns", "exposed_ns"])
+    ', NULL::BOOLEAN AS launch_first'
     """
     have = set(columns)
     return "".join(f", NULL::{t} AS {n}" for n, t in ADDED_COLUMNS if n not in have)

@@ -630,8 +630,10 @@ def _corrupt(source: Path, exc: Exception) -> TracekitError:
 class GpuSpans:
     """The GPU activities of an export as narrow NumPy columns, in the row order of
     :meth:`Export.batches`: ``start``/``end`` int64 (:data:`NULL_INT` for NULL), ``pid``
-    and ``device`` int32 and ``corr`` int64 (-1 for NULL); ``kinds`` lists each
-    table's (kind, rows, whether it records both process and device) in order."""
+    and ``device`` int32 and ``corr`` int64 (-1 for NULL), ``name`` int64 (the
+    ``StringIds`` id of a kernel's name, -1 for NULL and on memcpy and memset rows);
+    ``kinds`` lists each table's (kind, rows, whether it records both process and
+    device) in order."""
 
     kinds: list[tuple[str, int, bool]]
     start: np.ndarray
@@ -639,12 +641,13 @@ class GpuSpans:
     pid: np.ndarray
     device: np.ndarray
     corr: np.ndarray
+    name: np.ndarray
 
 
 def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> GpuSpans:
     """:class:`GpuSpans` of the kernel, memcpy and memset tables, read in the same rowid
     windows as :meth:`Export.batches` (a column the table lacks is all NULL)."""
-    keys = ("start", "end", "pid", "device", "corr")
+    keys = ("start", "end", "pid", "device", "corr", "name")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     kinds: list[tuple[str, int, bool]] = []
     for table, kind in ((KERNEL, "kernel"), (MEMCPY, "memcpy"), (MEMSET, "memset")):
@@ -657,6 +660,8 @@ def _read_gpu_spans(db: _Db, windows: Callable[[str, int], Iterator[str]]) -> Gp
             "pid": c("globalPid", f'("globalPid" >> 24) & {_ID_MASK}'),
             "device": c("deviceId"),
             "corr": c("correlationId"),
+            # Kernel names classify into compute and communication (exposed time).
+            "name": c("demangledName") if kind == "kernel" else None,
         }
         rows = 0
         for where in windows(table, BATCH_ROWS):
@@ -902,7 +907,8 @@ class Export:
     def gpu_spans(self) -> GpuSpans:
         """Every GPU activity (kernel, memcpy, memset) as narrow columns, in the order
         :meth:`batches` yields their rows (table by table, rowid windows); read once
-        and kept until :meth:`drop_gpu_spans` (ranks and busy time both need them)."""
+        and kept until :meth:`drop_gpu_spans` (ranks and the ingest-time columns of
+        :mod:`tracekit.streamed` need them)."""
         with self._spans_lock:
             if self._spans is None:
                 self._spans = _read_gpu_spans(self._db(), self._windows)
