@@ -43,7 +43,7 @@ def dlrm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 COLS = (
     "rank, kind, name, start_ns, end_ns, correlation, phase, step, op, path, category, "
-    "busy_ns, step_busy_ns"
+    "busy_ns, step_busy_ns, exposed_ns, launch_first"
 )
 
 
