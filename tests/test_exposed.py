@@ -322,11 +322,15 @@ def test_per_rank_plain_python(tmp_path: Path) -> None:
     device clipped to it, from the rows read back."""
     run = tmp_path / "run.parquet"
     ingest([_shifted_export(tmp_path)], run, jobs=1)
-    rows = duckdb.execute(
-        "SELECT rank, device, category = 'communication', start_ns, end_ns, dur_ns, exposed_ns "
-        "FROM read_parquet($f) WHERE kind = 'kernel'",
-        {"f": str(run)},
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .execute(
+            "SELECT rank, device, category = 'communication', start_ns, end_ns, dur_ns, exposed_ns "
+            "FROM read_parquet($f) WHERE kind = 'kernel'",
+            {"f": str(run)},
+        )
+        .fetchall()
+    )
     compute: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     for rank, device, comm, s, e, _, _ in rows:
         if not comm:
@@ -354,8 +358,8 @@ def test_nsys_batch_boundaries_do_not_matter(
         "SELECT kind, start_ns, end_ns, correlation, exposed_ns, launch_first FROM read_parquet($f) "
         "WHERE kind IN ('kernel', 'memcpy', 'memset') ORDER BY ALL"
     )
-    a = duckdb.execute(q, {"f": str(out[1 << 30])}).fetchall()
-    b = duckdb.execute(q, {"f": str(out[777])}).fetchall()
+    a = duckdb.connect().execute(q, {"f": str(out[1 << 30])}).fetchall()
+    b = duckdb.connect().execute(q, {"f": str(out[777])}).fetchall()
     assert len(a) > 1000 and a == b
 
 
@@ -443,10 +447,14 @@ def test_new_runs_skip_the_fallbacks(tmp_path: Path) -> None:
 
     run = tmp_path / "run.parquet"
     ingest([EXAMPLES / "h200_tp4" / "nsys"], run, jobs=1)
-    (compute,) = duckdb.execute(
-        "SELECT count(*) FROM read_parquet($f) WHERE kind = 'kernel' AND category <> 'communication'",
-        {"f": str(run)},
-    ).fetchone()  # type: ignore[misc]
+    (compute,) = (
+        duckdb.connect()
+        .execute(
+            "SELECT count(*) FROM read_parquet($f) WHERE kind = 'kernel' AND category <> 'communication'",
+            {"f": str(run)},
+        )
+        .fetchone()
+    )  # type: ignore[misc]
     assert compute > 10_000
     for name, marker, limit in (
         ("comm_by_phase", "IS DISTINCT FROM 'communication'", 2 * 2048),

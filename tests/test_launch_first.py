@@ -128,16 +128,20 @@ def test_counts_equal_distinct_pairs(case, tmp_path: Path, monkeypatch: pytest.M
     run = tmp_path / "run.parquet"
     ingest(inputs, run, jobs=2)
     f = {"f": str(run)}
-    groups = duckdb.execute(_COUNTS, f).fetchall()
+    groups = duckdb.connect().execute(_COUNTS, f).fetchall()
     assert groups and sum(g[3] for g in groups) > 0
     bad = [g for g in groups if g[3] != g[4]]
     assert not bad, bad[:5]
-    assert duckdb.execute(_ONE_GROUP, f).fetchone() == (0,)
-    wrong = duckdb.execute(
-        "SELECT count(*) FROM read_parquet($f) WHERE (launch_first IS NOT NULL) <> "
-        "(kind IN ('kernel', 'memcpy', 'memset') AND correlation IS NOT NULL)",
-        f,
-    ).fetchone()
+    assert duckdb.connect().execute(_ONE_GROUP, f).fetchone() == (0,)
+    wrong = (
+        duckdb.connect()
+        .execute(
+            "SELECT count(*) FROM read_parquet($f) WHERE (launch_first IS NOT NULL) <> "
+            "(kind IN ('kernel', 'memcpy', 'memset') AND correlation IS NOT NULL)",
+            f,
+        )
+        .fetchone()
+    )
     assert wrong == (0,)
 
 
@@ -150,17 +154,25 @@ def test_graph_replays_are_one_launch(fmt: str, tmp_path: Path) -> None:
     run = tmp_path / "g.parquet"
     ingest([EXAMPLES / "h200_tp2_graph" / fmt], run, jobs=1)
     f = {"f": str(run)}
-    (calls,) = duckdb.execute(
-        "SELECT count(*) FROM read_parquet($f) WHERE kind = 'runtime' AND phase = 'decode' "
-        "AND name LIKE 'cudaGraphLaunch%'",
-        f,
-    ).fetchone()  # type: ignore[misc]
+    (calls,) = (
+        duckdb.connect()
+        .execute(
+            "SELECT count(*) FROM read_parquet($f) WHERE kind = 'runtime' AND phase = 'decode' "
+            "AND name LIKE 'cudaGraphLaunch%'",
+            f,
+        )
+        .fetchone()
+    )  # type: ignore[misc]
     assert calls == 2 * 16
-    (firsts, activities) = duckdb.execute(
-        "SELECT count(*) FILTER (WHERE launch_first), count(*) FROM read_parquet($f) "
-        "WHERE kind IN ('kernel', 'memcpy', 'memset') AND phase = 'decode'",
-        f,
-    ).fetchone()  # type: ignore[misc]
+    (firsts, activities) = (
+        duckdb.connect()
+        .execute(
+            "SELECT count(*) FILTER (WHERE launch_first), count(*) FROM read_parquet($f) "
+            "WHERE kind IN ('kernel', 'memcpy', 'memset') AND phase = 'decode'",
+            f,
+        )
+        .fetchone()
+    )  # type: ignore[misc]
     assert firsts == calls and activities > 10 * calls
     pb = run_query("phase_breakdown", [run])
     decode = pb[pb["phase"] == "decode"]
