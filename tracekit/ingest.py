@@ -254,6 +254,7 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
     t0 = time.perf_counter()
     fmt = sniff(path)
     raw = read(path)
+    _trim()  # the parse buffers (DuckDB, glibc arenas of its threads) before attribution
     table = raw.table
     kinds = table.column("kind")
     range_names = pc.unique(

@@ -192,8 +192,7 @@ def read(path: Path) -> RawTrace:
     path = Path(path)
     _check_file(path)
     warm = _PandasImport()
-    con = _database().cursor()
-    _reading(+1)
+    con = _open()
     try:
         # No progress bar on stderr: a reader is called from the CLI and from tests.
         con.execute("SET enable_progress_bar = false")
@@ -204,8 +203,7 @@ def read(path: Path) -> RawTrace:
             warm.join()
         table, stats = _events(con)
     finally:
-        _reading(-1)
-        con.close()
+        _close(con)
     meta = _meta(path, header, stats)
     rank_col = _rank_column(table, meta)
     table = table.append_column("rank", rank_col)
@@ -217,12 +215,12 @@ _DB_LOCK = threading.Lock()
 
 
 def _database() -> duckdb.DuckDBPyConnection:
-    """The process's one in-memory DuckDB database for reading Kineto files.
+    """The in-memory DuckDB database that the Kineto files being read share.
 
     Each :func:`read` takes its own connection to it (a cursor: its temp tables are
     its own), so files read on several threads share one pool of DuckDB worker
-    threads, one per core, instead of each starting its own; opening a database
-    costs about 30 ms, a cursor nothing.
+    threads, one per core, instead of each starting its own (opening a database
+    costs about 30 ms, a cursor nothing); the last read to end closes it.
     """
     global _DB
     with _DB_LOCK:
@@ -247,10 +245,34 @@ def _threads() -> int:
 _ACTIVE = 0  # files being read right now, on all threads
 
 
-def _reading(delta: int) -> int:
+def _open() -> duckdb.DuckDBPyConnection:
+    """A connection of its own to the shared database, for one file's read."""
     global _ACTIVE
     with _DB_LOCK:
-        _ACTIVE += delta
+        _ACTIVE += 1
+    try:
+        return _database().cursor()
+    except BaseException:
+        _close(None)
+        raise
+
+
+def _close(con: duckdb.DuckDBPyConnection | None) -> None:
+    """End one file's read; the last read to end closes the database, which hands
+    what DuckDB still holds (70 MB after a 54 MB trace) back to the OS before
+    attribution."""
+    global _ACTIVE, _DB
+    if con is not None:
+        con.close()
+    with _DB_LOCK:
+        _ACTIVE -= 1
+        if _ACTIVE == 0 and _DB is not None:
+            _DB.close()
+            _DB = None
+
+
+def _reading() -> int:
+    with _DB_LOCK:
         return _ACTIVE
 
 
@@ -261,7 +283,7 @@ def _parts_for(array: int) -> int:
     the threads busy, and each cut costs a copy of its rows)."""
     if array < _PART_MIN * 2:
         return 1
-    idle = -(-_threads() // max(1, _reading(0)))
+    idle = -(-_threads() // max(1, _reading()))
     return max(1, idle, -(-array // _PART_MAX))
 
 
@@ -376,7 +398,7 @@ def _load(
 # files (decompressed on the way, in chunks), cut into one part per DuckDB thread
 # between two events, and the header keys before and after it are parsed with
 # ``json``.
-_CHUNK = 8 << 20
+_CHUNK = 1 << 20
 #: How far into the (decompressed) file the ``traceEvents`` key is looked for.
 _HEAD_LIMIT = 64 << 20
 #: The end of the file searched for the array's closing bracket, first and at most.
@@ -384,7 +406,7 @@ _TAIL_FIRST, _TAIL_LIMIT = 256 << 10, 16 << 20
 #: Arrays shorter than twice this are not cut; no cut within this much of the end.
 _PART_MIN = 4 << 20
 #: The largest part: DuckDB holds a part whole while it parses it (on each thread).
-_PART_MAX = 16 << 20
+_PART_MAX = 8 << 20
 _KEY = re.compile(rb'"traceEvents"[ \t\n\r]*:[ \t\n\r]*\[')
 _WS = re.compile(r"[ \t\n\r]*")
 # Where one event ends and the next begins: ``}``, a comma, ``{``, with a line break
