@@ -284,10 +284,10 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
 def _stream_nsys(path: Path, fmt: str, write: Callable[[pa.Table], object], phase_map: str, run: str) -> FileResult:
     """Nsight export -> attributed batches, with memory bounded by the narrow
     attribution inputs plus three batches (one read, one labelled, one written): the
-    ranges usable as launch stacks are indexed first (:class:`RangeIndex`), busy time
-    is computed from narrow columns of every GPU activity, then every table streams through in rowid windows, is
-    labelled, and is written.  (The same narrow pass gives exposed communication time
-    and launch flags: 17 bytes kept per activity in all, :class:`StreamedColumns`.)"""
+    ranges usable as launch stacks are indexed first (:class:`RangeIndex`), busy time,
+    exposed communication time and launch flags are computed from narrow columns of
+    every GPU activity (:class:`StreamedColumns`, 17 bytes kept per activity), then
+    every table streams through in rowid windows, is labelled, and is written."""
     from tracekit.readers import nsys
 
     t0 = time.perf_counter()
