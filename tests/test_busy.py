@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from oracle import union_length as _union
 
 import tracekit.busy as busy
 from tracekit.busy import busy_columns, exclusive_union
@@ -47,21 +48,6 @@ step = ['^ProfilerStep#\\d+$']
 pattern = '^## (?P<phase>forward|backward|optimizer) ##$'
 """
 
-
-def _union(intervals: list[tuple[int, int]]) -> int:
-    """Length of a union of [start, end) intervals, by a plain merge."""
-    total, cur_s, cur_e = 0, 0, None
-    for s, e in sorted(intervals):
-        e = max(e, s)
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
 
 
 # --------------------------------------------------------------------------- NumPy

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from oracle import union_length as _union
 
 import tracekit.exposed as exposed
 from tracekit.exposed import covered_arrays, covered_in, exposed_column, merge_intervals
@@ -42,21 +43,6 @@ HTA = SHARED / "kineto" / "hta" / "nccl_data.json.gz"
 HTA_CONTROL = SHARED / "kineto" / "hta" / "trace_diff_control.json.gz"
 DLRM = SHARED / "kineto" / "param-dlrm-8rank" / "dlrm_kineto.tar.gz"
 
-
-def _union(intervals: list[tuple[int, int]]) -> int:
-    """Length of a union of [start, end) intervals, by a plain merge."""
-    total, cur_s, cur_e = 0, 0, None
-    for s, e in sorted(intervals):
-        e = max(e, s)
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
 
 
 def _covered(a: int, b: int, intervals: list[tuple[int, int]]) -> int:

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from oracle import union_length as _union
 
 from tracekit.errors import TracekitError
 from tracekit.ingest import ingest
@@ -831,20 +832,6 @@ def _synthetic_run(path: Path, rows: list[dict[str, object]]) -> Path:
     pq.write_table(table, path)
     return path
 
-
-def _union(intervals: list[tuple[int, int]]) -> int:
-    """Length of a union of [start, end) intervals, by a plain merge."""
-    total, cur_s, cur_e = 0, None, None
-    for s, e in sorted(intervals):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
 
 
 def test_busy_and_exposed_time_on_crafted_intervals(tmp_path: Path) -> None:
