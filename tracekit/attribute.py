@@ -61,7 +61,7 @@ def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
     return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct values, code of each value): a lookup table for small
     non-negative ids (pids, tids), else a hash pass; never a sort of all rows."""
     if len(values) and values.min() >= 0 and values.max() < (1 << 25):
@@ -97,7 +97,7 @@ class Launches:
     def __init__(self, pid: np.ndarray, corr: np.ndarray, tid: np.ndarray, start: np.ndarray):
         ok = corr != _NONE
         pid, corr, tid, start = pid[ok], corr[ok], tid[ok], start[ok]
-        self.pids, pcode = _dense_codes(pid)
+        self.pids, pcode = dense_codes(pid)
         self.span = int(corr.max(initial=0)) + 1
         key = pcode * self.span + corr
         o = np.lexsort((start, key))
@@ -175,13 +175,13 @@ class RangeIndex:
         self.t_min = int(start.min(initial=0))
         t_max = int(end.max(initial=0))
         # Threads: dense code per (pid, tid) pair.
-        self.t_pids, pcode = _dense_codes(pid)
+        self.t_pids, pcode = dense_codes(pid)
         del pid
-        self.t_tids, tcode = _dense_codes(tid)
+        self.t_tids, tcode = dense_codes(tid)
         del tid
         pair = pcode * (len(self.t_tids) + 1) + tcode
         del pcode, tcode
-        self.t_pairs, thread = _dense_codes(pair)
+        self.t_pairs, thread = dense_codes(pair)
         del pair
         n_threads = max(len(self.t_pairs), 1)
         self.t_span = t_max - self.t_min + 3
@@ -569,7 +569,7 @@ class CaptureOps:
         r[ok] = index.lookup(n_pid[ok], g_tid[k][ok], g_start[k][ok])
         has = r >= 0
         rc = np.clip(r, 0, None)
-        self.pids, pcode = _dense_codes(n_pid)
+        self.pids, pcode = dense_codes(n_pid)
         self.span = int(n_node.max()) + 1 if len(n_node) else 1
         self.key = pcode * self.span + n_node  # sorted
         self.op = np.where(has, index.op[rc], _NONE)

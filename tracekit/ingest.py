@@ -33,6 +33,7 @@ from tracekit.attribute import (
     RangeIndex,
     attribute,
     base_names,
+    dense_codes,
     gpu_phase_step,
     marker_updates,
 )
@@ -383,11 +384,12 @@ def _comm_kernels(
     for kind, rows in kinds:
         is_kernel[at : at + rows] = kind == "kernel"
         at += rows
-    ids, inverse = np.unique(name_ids[is_kernel], return_inverse=True)
+    ids, code = dense_codes(name_ids[is_kernel] + 1)  # -1 (NULL) becomes 0
+    ids -= 1
     category = classify(decode(pa.array(ids, pa.int64(), mask=ids < 0)), "kernel").column("category")
     comm = np.asarray(pc.fill_null(pc.equal(category, "communication"), False).to_numpy(zero_copy_only=False), bool)
     is_comm = np.zeros(len(name_ids), bool)
-    is_comm[is_kernel] = comm[inverse.reshape(-1)]
+    is_comm[is_kernel] = comm[code]
     return is_comm, is_kernel & ~is_comm
 
 

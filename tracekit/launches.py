@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.attribute import dense_codes
 from tracekit.busy import codes, group_key
 from tracekit.schema import GPU_KINDS
 
@@ -35,7 +36,7 @@ def first_of_launch(pid: np.ndarray, corr: np.ndarray, start: np.ndarray) -> np.
     out = np.zeros(n, bool)
     if n == 0:
         return out
-    key = group_key(pid, corr)
+    key = _pair_key(np.asarray(pid, np.int64), np.asarray(corr, np.int64))
     order = np.argsort(np.asarray(start, np.int64), kind="stable")
     # Stable by key: within a key, start order (then row order) is kept.
     order = order[np.argsort(key[order], kind="stable")]
@@ -44,6 +45,18 @@ def first_of_launch(pid: np.ndarray, corr: np.ndarray, start: np.ndarray) -> np.
     np.not_equal(k[1:], k[:-1], out=first[1:])
     out[order[first]] = True
     return out
+
+
+def _pair_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """An int64 key per (pid, corr) pair, equal for equal pairs: pid codes (a few
+    processes) times the correlation range, without densifying the correlations (a
+    hash pass over millions of them costs more than the sorts)."""
+    _, p = dense_codes(pid - pid.min())
+    lo = int(corr.min())
+    span = int(corr.max()) - lo + 1
+    if (int(p.max()) + 1) * span < (1 << 62):
+        return p * span + (corr - lo)
+    return group_key(pid, corr)
 
 
 def launch_first_array(
