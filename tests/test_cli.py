@@ -159,3 +159,79 @@ def test_ingest_of_cuda_graph_traces(trace: str, tmp_path: Path) -> None:
     assert got == want
     if trace.endswith("nsys"):
         assert replayed > 0 and with_op > 0  # replayed kernels got their capture-time operator
+
+
+# --- Kineto files parsed early by the console script ---------------------------------
+
+TP4_TORCH = EXAMPLES / "h200_tp4" / "torch"
+
+
+def tk_env(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tk`` with TMPDIR pointed at ``tmp``, where the Kineto reader's part files go."""
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "tracekit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
+
+
+def test_early_parse_of_a_truncated_rank_leaves_nothing(tmp_path: Path) -> None:
+    """The console script starts parsing the first Kineto files before ingest runs;
+    a truncated one still gives one sentence, and no part file stays behind."""
+    good = sorted(TP4_TORCH.glob("trace_rank*.json.gz"))
+    if len(good) < 2:
+        pytest.skip("examples/traces/h200_tp4/torch absent")
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    shutil.copy(good[0], ranks / good[0].name)
+    data = gzip.decompress(good[1].read_bytes())
+    (ranks / good[1].name).write_bytes(gzip.compress(data[: len(data) // 2]))
+    tmp, out_dir = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    out_dir.mkdir()
+    res = tk_env(tmp, "ingest", str(ranks), "-o", str(out_dir / "run.parquet"))
+    assert_one_line_error(res, good[1].name)
+    assert list(out_dir.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+def test_early_parse_ended_when_ingest_refuses_its_output(tmp_path: Path) -> None:
+    """Ingest refuses a missing output folder before reading any file; the parses
+    started early are ended, and their part files removed, before the process ends."""
+    files = sorted(TP4_TORCH.glob("trace_rank*.json.gz"))
+    if not files:
+        pytest.skip("examples/traces/h200_tp4/torch absent")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    res = tk_env(tmp, "ingest", *map(str, files), "-o", str(tmp_path / "nope" / "run.parquet"))
+    assert_one_line_error(res, "does not exist")
+    assert list(tmp.iterdir()) == []
+
+
+def test_console_script_ingest_equals_library_ingest(tmp_path: Path) -> None:
+    """The run the console script writes (files parsed early, parts parsed while
+    the file is still being copied) holds the same rows as a library ingest, which
+    parses each file when it reads it."""
+    import duckdb
+
+    from tracekit.ingest import ingest
+
+    files = sorted(TP4_TORCH.glob("trace_rank*.json.gz"))
+    if not files:
+        pytest.skip("examples/traces/h200_tp4/torch absent")
+    res = tk("ingest", *map(str, files), "-o", str(tmp_path / "cli.parquet"))
+    assert res.returncode == 0, res.stderr
+    ingest(files, tmp_path / "lib.parquet")
+    con = duckdb.connect()
+    cols = "* EXCLUDE (run)"
+    for a, b in (("cli", "lib"), ("lib", "cli")):
+        diff = con.execute(
+            f"SELECT count(*) FROM (SELECT {cols} FROM '{tmp_path}/{a}.parquet' "
+            f"EXCEPT ALL SELECT {cols} FROM '{tmp_path}/{b}.parquet')"
+        ).fetchone()
+        assert diff == (0,)
+    n = con.execute(f"SELECT count(*) FROM '{tmp_path}/cli.parquet'").fetchone()
+    assert n is not None and n[0] > 0

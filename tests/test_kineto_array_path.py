@@ -12,6 +12,7 @@ import collections
 import gzip
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from tracekit.errors import TracekitError
-from tracekit.readers import kineto
+from tracekit.readers import kineto, kineto_load
 
 KINETO = Path(__file__).parents[2] / "shared" / "traces" / "kineto"
 EXAMPLES = Path(__file__).parents[1] / "examples" / "traces" / "h200_tp4" / "torch"
@@ -95,13 +96,13 @@ def tmpdir_for_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def no_fallback(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Record every whole-document parse (the fallback)."""
     calls: list[Path] = []
-    slow = kineto._load_document
+    slow = kineto_load._load_document
 
     def spy(con: duckdb.DuckDBPyConnection, path: Path, *rest: Any) -> dict[str, Any]:
         calls.append(path)
         return slow(con, path, *rest)
 
-    monkeypatch.setattr(kineto, "_load_document", spy)
+    monkeypatch.setattr(kineto_load, "_load_document", spy)
     return calls
 
 
@@ -113,8 +114,8 @@ def no_fallback(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def test_array_path_matches_whole_document(name: str, tmpdir_for_copies: Path) -> None:
     path = KINETO / name
     doc = load_raw(path)
-    fast_header, fast = ev_rows(kineto._load_array, path)
-    slow_header, slow = ev_rows(kineto._load_document, path)
+    fast_header, fast = ev_rows(kineto_load._load_array, path)
+    slow_header, slow = ev_rows(kineto_load._load_document, path)
     assert fast_header is not None and fast is not None  # the fast path took it
     assert fast == slow and fast_header == slow_header
     # Independent: the events kept (X events of the categories read, process names,
@@ -133,7 +134,7 @@ def test_read_is_the_same_either_way(
     path = EXAMPLES / "trace_rank1.pt.trace.json.gz"
     fast = kineto.read(path)
     assert no_fallback == []
-    monkeypatch.setattr(kineto, "_load_array", lambda con, path, *rest: None)
+    monkeypatch.setattr(kineto_load, "_load_array", lambda con, path, *rest: None)
     slow = kineto.read(path)
     assert len(no_fallback) == 1
     assert fast.table.schema == slow.table.schema
@@ -255,15 +256,15 @@ def test_made_up_layouts_take_the_fast_path(
     if "deviceProperties" in doc:
         assert raw.meta["gpus"] == {"0": "GPU ]"}
     # And the whole-document parse agrees.
-    slow_header, slow = ev_rows(kineto._load_document, path)
-    fast_header, fast = ev_rows(kineto._load_array, path)
+    slow_header, slow = ev_rows(kineto_load._load_document, path)
+    fast_header, fast = ev_rows(kineto_load._load_array, path)
     assert fast == slow and fast_header == slow_header
 
 
 def test_empty_event_list(tmp_path: Path, tmpdir_for_copies: Path) -> None:
     path = tmp_path / "empty_list.json"
     path.write_text('{"schemaVersion": 1, "traceEvents": [ ], "traceName": "t"}')
-    header, rows = ev_rows(kineto._load_array, path)
+    header, rows = ev_rows(kineto_load._load_array, path)
     assert header is not None and rows == []
     assert list(tmpdir_for_copies.iterdir()) == []
 
@@ -298,7 +299,7 @@ def test_bad_inputs_fail_as_before_and_leave_no_files(
         messages[name] = str(info.value)
         assert messages[name].endswith(".") and "\n" not in messages[name], name
         assert list(tmpdir_for_copies.iterdir()) == [], name
-    monkeypatch.setattr(kineto, "_load_array", lambda con, path, *rest: None)
+    monkeypatch.setattr(kineto_load, "_load_array", lambda con, path, *rest: None)
     for name in cases:
         with pytest.raises(TracekitError) as info:
             kineto.read(tmp_path / name)
@@ -324,16 +325,17 @@ def test_no_temporary_folder_falls_back(
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Cut arrays of a few MB into parts of about 1 MB; record each read's part count."""
-    monkeypatch.setattr(kineto, "_PART_MIN", 64 << 10)
-    monkeypatch.setattr(kineto, "_PART_MAX", 1 << 20)
+    monkeypatch.setattr(kineto_load, "_PART_MIN", 64 << 10)
+    monkeypatch.setattr(kineto_load, "_PART_MAX", 1 << 20)
     counts: list[int] = []
-    parse = kineto._parse_parts
+    copy = kineto_load._copy_array
 
-    def spy(con: duckdb.DuckDBPyConnection, parts: list[Path]) -> None:
+    def spy(path: Path, parts: list[Path], ready: Callable[[], None]) -> dict[str, Any] | None:
+        doc = copy(path, parts, ready)
         counts.append(len(parts))
-        parse(con, parts)
+        return doc
 
-    monkeypatch.setattr(kineto, "_parse_parts", spy)
+    monkeypatch.setattr(kineto_load, "_copy_array", spy)
     return counts
 
 
@@ -343,9 +345,9 @@ def test_parts_give_the_rows_of_the_whole_document_in_order(
     name: str, tmpdir_for_copies: Path, small_parts: list[int]
 ) -> None:
     path = KINETO / name
-    fast_header, fast = ev_rows(kineto._load_array, path)
+    fast_header, fast = ev_rows(kineto_load._load_array, path)
     assert small_parts and small_parts[0] > 2, small_parts  # it was cut
-    slow_header, slow = ev_rows(kineto._load_document, path)
+    slow_header, slow = ev_rows(kineto_load._load_document, path)
     assert fast is not None and fast == slow and fast_header == slow_header
     assert list(tmpdir_for_copies.iterdir()) == []
 
@@ -364,8 +366,8 @@ def test_a_cut_inside_a_nested_list_falls_back(
     for e in events:
         if e.get("cat") == "cuda_runtime":
             e["args"]["inputs"] = [{"shape": [i, i + 1], "dtype": "float"} for i in range(40)]
-    monkeypatch.setattr(kineto, "_PART_MIN", 2 << 10)
-    monkeypatch.setattr(kineto, "_PART_MAX", 16 << 10)
+    monkeypatch.setattr(kineto_load, "_PART_MIN", 2 << 10)
+    monkeypatch.setattr(kineto_load, "_PART_MAX", 16 << 10)
     path = tmp_path / "nested.json"
     _write(path, '"distributedInfo": {"rank": 1, "world_size": 2}, ', events, "", 2)
     raw = kineto.read(path)
@@ -379,3 +381,39 @@ def test_a_cut_inside_a_nested_list_falls_back(
         if e["ph"] == "X"
     )
     assert collections.Counter(raw.table.column("kind").to_pylist()) == kinds
+
+
+# --- parses started early ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not KINETO.is_dir(), reason="shared/traces/kineto is absent")
+def test_a_parse_started_early_is_taken_over(
+    monkeypatch: pytest.MonkeyPatch, tmpdir_for_copies: Path
+) -> None:
+    """``start_early`` parses on a thread of its own; the read of that file takes
+    the parse over instead of parsing again, and gets the rows a plain read gets."""
+    path = KINETO / REAL[2]
+    plain = kineto.read(path)
+    calls: list[Path] = []
+    load_new = kineto_load._load_new
+
+    def spy(p: Path, *rest: Any) -> Any:
+        calls.append(p)
+        return load_new(p, *rest)
+
+    monkeypatch.setattr(kineto_load, "_load_new", spy)
+    kineto_load.start_early([path], 1)
+    early = kineto.read(path)
+    assert calls == [path]
+    assert early.table.equals(plain.table)
+    assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert list(tmpdir_for_copies.iterdir()) == []
+
+
+def test_drain_ends_parses_nobody_took_over(tmp_path: Path, tmpdir_for_copies: Path) -> None:
+    path = tmp_path / "t.json"
+    _write(path, "", _events(50), "", 2)
+    kineto_load.start_early([path], 1)
+    kineto_load.drain_early()
+    assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert list(tmpdir_for_copies.iterdir()) == []

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console, JustifyMethod
-from rich.table import Table
 
 from tracekit.errors import TracekitError
 
 if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod
+
     from tracekit.compare import CompareResult
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -64,6 +64,8 @@ def _time(ns: Any, unit: str) -> str:
 
 def render(result: Any, console: Console, top: int) -> None:
     """Print a comparison as rich tables: one per phase, then the verdicts."""
+    from rich.table import Table
+
     a, b = result.a, result.b
     gpu = lambda s: s.gpu.name if s.gpu else (", ".join(s.gpu_models) or "GPU not recorded")  # noqa: E731
     console.print(
@@ -229,6 +231,8 @@ def register(app: typer.Typer) -> None:
 
         Example: tracekit compare h100_*.parquet --vs h200_*.parquet --by category,op
         """
+        from rich.console import Console
+
         from tracekit.compare import compare as do_compare
 
         if fmt not in FORMATS:
@@ -285,6 +289,9 @@ def register(app: typer.Typer) -> None:
 
         Example: tracekit gpus --json
         """
+        from rich.console import Console
+        from rich.table import Table
+
         from tracekit.gpus import as_records
 
         recs = as_records()

@@ -44,20 +44,14 @@ from tracekit.busy import busy_columns
 from tracekit.classify import classify
 from tracekit.errors import TracekitError
 from tracekit.exposed import exposed_column
+from tracekit.inputs import expand_inputs, run_label
 from tracekit.launches import launch_first_column
 from tracekit.phasemap import choose
-from tracekit.readers import (
-    KINETO_SUFFIXES,
-    NSYS_REPORT_SUFFIXES,
-    SQLITE_SUFFIXES,
-    read,
-    sniff,
-)
+from tracekit.readers import read, sniff
 from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
 from tracekit.streamed import StreamedColumns
 
 META_KEY = b"tracekit"
-TRACE_SUFFIXES = NSYS_REPORT_SUFFIXES + SQLITE_SUFFIXES + KINETO_SUFFIXES
 ROW_GROUP = 1 << 20
 
 #: progress(stage, file_index, n_files, path): stage is read/attribute/write/done.
@@ -98,79 +92,6 @@ class IngestResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def run_label(path: Path) -> str:
-    """The default run label: the file name without its trace suffixes (a folder
-    given as the first input names the run instead).
-
-    >>> run_label(Path("/x/h100_tp2.pt.trace.json.gz"))
-    'h100_tp2'
-    """
-    name = path.name
-    for suffix in (".gz", ".json", ".trace", ".pt", *NSYS_REPORT_SUFFIXES, *SQLITE_SUFFIXES):
-        name = name.removesuffix(suffix)
-    return name or path.name
-
-
-def _looks_like_trace(path: Path) -> bool:
-    """In a folder, a .json file counts only if it looks like a Kineto trace (a
-    ``traceEvents`` key in its first MiB), so side files such as program facts or
-    configs are left out; Nsight files always count."""
-    if not path.name.lower().endswith(KINETO_SUFFIXES):
-        return True
-    import gzip
-
-    try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            head = fh.read(1 << 20)
-    except (OSError, EOFError):
-        return True  # unreadable: let the reader say why
-    return b'"traceEvents"' in head
-
-
-def _stem(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    for suffix in (*NSYS_REPORT_SUFFIXES, *SQLITE_SUFFIXES):
-        name = name.removesuffix(suffix)
-    return str(path.parent / name)
-
-
-def _prefer_exports(files: list[Path]) -> list[Path]:
-    """A folder holding both a report and its SQLite export has one trace, not two:
-    keep the export (no nsys needed to read it)."""
-    exports = {_stem(f) for f in files if f.name.lower().endswith(SQLITE_SUFFIXES)}
-    return [
-        f
-        for f in files
-        if not (f.name.lower().endswith(NSYS_REPORT_SUFFIXES) and _stem(f) in exports)
-    ]
-
-
-def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Files named, plus the trace files inside named folders (sorted)."""
-    if not paths:
-        raise TracekitError("No input given: name one or more trace files or folders.")
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file() and f.name.lower().endswith(TRACE_SUFFIXES) and _looks_like_trace(f)
-            )
-            found = _prefer_exports(found)
-            if not found:
-                raise TracekitError(
-                    f"Folder {p} holds no trace files (.nsys-rep, .qdrep, .sqlite, .json, .json.gz)."
-                )
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise TracekitError(f"Input {p} does not exist.")
-    return files
 
 
 def _with_columns(table: pa.Table, cols: pa.Table) -> pa.Table:
@@ -695,6 +616,10 @@ def ingest(
     n = len(files)
     try:
         n_jobs = max(1, min(jobs or (os.cpu_count() or 1), n))
+        if families == {"kineto"}:
+            from tracekit.readers.kineto_load import expect_files
+
+            expect_files(n_jobs)
         # Every input streams into the one output as it is attributed: one file per
         # worker thread at a time (readers, SQLite, Arrow and NumPy release the GIL,
         # and threads share one copy of the libraries), writes serialised by a lock.

@@ -6,9 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
-err = Console(stderr=True)
 
 
 def report(
@@ -37,7 +34,9 @@ def report(
 
     written = write_run_report(runs, output, png_dir=png, svg_dir=svg)
     extra = "".join(f"; charts in {d}" for d in (png, svg) if d is not None)
-    err.print(f"wrote {written}{extra}", highlight=False)
+    from rich.console import Console
+
+    Console(stderr=True).print(f"wrote {written}{extra}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

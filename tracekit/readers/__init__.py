@@ -32,11 +32,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from tracekit.errors import TracekitError
+
+if TYPE_CHECKING:  # Arrow is imported by the readers; sniffing a name needs none of it
+    import pyarrow as pa
 
 
 @dataclass
