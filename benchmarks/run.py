@@ -396,6 +396,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         sizes = [s for s in sizes if s[0] <= 2e5] or [(2e5, 1e6)]
 
+    # Both sides run from compiled bytecode, as installed packages do: pip compiled
+    # HTA's at install, but an editable tracekit under PYTHONDONTWRITEBYTECODE=1
+    # (set on this VM) would compile its ~10k lines afresh in every child.
+    import compileall
+
+    for pkg in ("tracekit", "nvtx_ranges"):
+        compileall.compile_dir(str(ROOT / pkg), quiet=1)
+
     res: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, Python {platform.python_version()}",

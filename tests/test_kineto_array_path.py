@@ -407,6 +407,7 @@ def test_a_parse_started_early_is_taken_over(
     assert calls == [path]
     assert early.table.equals(plain.table)
     assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert kineto_load._DB is None
     assert list(tmpdir_for_copies.iterdir()) == []
 
 
@@ -416,4 +417,5 @@ def test_drain_ends_parses_nobody_took_over(tmp_path: Path, tmpdir_for_copies: P
     kineto_load.start_early([path], 1)
     kineto_load.drain_early()
     assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert kineto_load._DB is None
     assert list(tmpdir_for_copies.iterdir()) == []

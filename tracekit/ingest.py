@@ -619,7 +619,7 @@ def ingest(
         if families == {"kineto"}:
             from tracekit.readers.kineto_load import expect_files
 
-            expect_files(n_jobs)
+            expect_files(n_jobs, n)
         # Every input streams into the one output as it is attributed: one file per
         # worker thread at a time (readers, SQLite, Arrow and NumPy release the GIL,
         # and threads share one copy of the libraries), writes serialised by a lock.
@@ -660,6 +660,10 @@ def ingest(
             writer.close(meta)
             os.replace(out_tmp, out)
     finally:
+        if families == {"kineto"}:
+            from tracekit.readers.kineto_load import expect_none
+
+            expect_none()
         shutil.rmtree(workdir, ignore_errors=True)
     seconds = time.perf_counter() - t0
     return IngestResult(

@@ -193,12 +193,27 @@ def _threads() -> int:
 
 
 _FILES_AT_ONCE = 1
+_READS_LEFT = 0  # reads announced by expect_files and not yet ended
 
 
-def expect_files(n: int) -> None:
-    """Say how many files will be read at once (on as many threads)."""
-    global _FILES_AT_ONCE
-    _FILES_AT_ONCE = max(1, n)
+def expect_files(at_once: int, total: int = 0) -> None:
+    """Say how many files will be read at once (on as many threads), and how many
+    in all: the database then stays open between them (opening and closing it
+    costs 30-60 ms of CPU) until the last has been read or :func:`expect_none`."""
+    global _FILES_AT_ONCE, _READS_LEFT
+    with _DB_LOCK:
+        _FILES_AT_ONCE = max(1, at_once)
+        _READS_LEFT = max(0, total)
+
+
+def expect_none() -> None:
+    """No more reads are coming (an ingest ended, perhaps early): close the
+    database once no read is under way."""
+    global _READS_LEFT, _FILES_AT_ONCE
+    with _DB_LOCK:
+        _READS_LEFT = 0
+        _FILES_AT_ONCE = 1
+    _close_if_idle()
 
 
 _ACTIVE = 0  # files being read right now, on all threads
@@ -216,16 +231,24 @@ def _open() -> duckdb.DuckDBPyConnection:
         raise
 
 
-def _close(con: duckdb.DuckDBPyConnection | None) -> None:
-    """End one file's read; the last read to end closes the database, which hands
-    what DuckDB still holds (70 MB after a 54 MB trace) back to the OS before
-    attribution."""
-    global _ACTIVE, _DB
+def _close(con: duckdb.DuckDBPyConnection | None, read: bool = False) -> None:
+    """End one file's connection (``read``: and its read); the last read to end
+    closes the database, which hands what DuckDB still holds (70 MB after a 54 MB
+    trace) back to the OS before attribution."""
+    global _ACTIVE, _READS_LEFT
     if con is not None:
         con.close()
     with _DB_LOCK:
         _ACTIVE -= 1
-        if _ACTIVE == 0 and _DB is not None:
+        if read:
+            _READS_LEFT = max(0, _READS_LEFT - 1)
+    _close_if_idle()
+
+
+def _close_if_idle() -> None:
+    global _DB
+    with _DB_LOCK:
+        if _ACTIVE == 0 and _READS_LEFT == 0 and _DB is not None:
             _DB.close()
             _DB = None
 
@@ -380,9 +403,10 @@ class _PartParser:
     While the rest of the file is still being decompressed and copied, finished
     parts are parsed on a pool of :func:`_threads` threads, each by a connection
     of its own into a table of the shared database; :meth:`finish` parses the
-    last part and appends the tables to ``ev`` one after the other: DuckDB keeps
-    the order of rows within one scan, not across the files of a multi-file scan,
-    and the order of events decides ties downstream (ranges with equal times).
+    last part and makes ``ev`` of the tables in part order: DuckDB keeps the order
+    of rows within one scan and through UNION ALL, not across the files of a
+    multi-file scan, and the order of events decides ties downstream (ranges with
+    equal times).
     An array that is one part is parsed straight into ``ev``.
     """
 
@@ -425,9 +449,10 @@ class _PartParser:
         self._parse(len(self.parts) - 1)
         for f in self.futures:
             f.result()  # the first error, if any
-        self.con.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM {self._name(0)}")
-        for i in range(1, len(self.parts)):
-            self.con.execute(f"INSERT INTO ev SELECT * FROM {self._name(i)}")
+        # One statement: UNION ALL keeps the order of its inputs (DuckDB's order
+        # preservation), and copies the rows once, at half the cost of an INSERT each.
+        union = " UNION ALL ".join(f"SELECT * FROM {self._name(i)}" for i in range(len(self.parts)))
+        self.con.execute(f"CREATE TEMP TABLE ev AS {union}")
 
     def close(self) -> None:
         """Wait for the parses still running, and drop the parts' tables."""
@@ -681,7 +706,7 @@ def _load_new(
 
 def close(con: duckdb.DuckDBPyConnection) -> None:
     """End the read that :func:`load` began."""
-    _close(con)
+    _close(con, read=True)
 
 
 class _Early:
@@ -725,7 +750,8 @@ def start_early(files: list[Path], n: int) -> None:
     (0.3-0.5 s) do.  Every file started must then be read: a parse nobody takes
     over keeps its connection, and so the database, open.
     """
-    expect_files(n)
+    kineto = [f for f in files if f.name.lower().endswith((".json", ".json.gz"))]
+    expect_files(n, len(kineto))
     for f in files[: max(0, n)]:
         if not f.name.lower().endswith((".json", ".json.gz")):
             continue
@@ -753,3 +779,4 @@ def drain_early() -> None:
         early.done.wait()
         if early.value is not None:
             _close(early.value[0])
+    expect_none()
