@@ -138,7 +138,10 @@ def _ev_sql(source: str, table: str = "TEMP TABLE ev") -> str:
       SELECT ph, cat, name, CASE WHEN ph = 'X' THEN {_KIND_SQL} END AS kind,
              cat IN ({_GPU_CATS}) AS is_gpu,
              TRY_CAST(pid AS BIGINT) AS rpid,
-             TRY_CAST(regexp_replace(tid, '^stream ', '') AS BIGINT) AS rtid,
+             -- 2021 GPU rows: tid "stream 7"; no regexp (it was a fifth of the parse)
+             coalesce(TRY_CAST(tid AS BIGINT),
+                      CASE WHEN starts_with(tid, 'stream ') THEN TRY_CAST(substr(tid, 8) AS BIGINT) END)
+               AS rtid,
              CASE WHEN isfinite(ts) THEN {_START_NS} END AS start_ns,
              CASE WHEN isfinite(ts) THEN {_END_NS} END AS end_ns,
              ts, corr, dev, strm, nbytes, nelems, cdtype, fid, aname
