@@ -39,7 +39,11 @@ def _looks_like_trace(path: Path) -> bool:
     try:
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         with opener(path, "rb") as fh:
-            head = fh.read(1 << 20)
+            # Profilers write the key within the first few kB; look further only if not.
+            head = fh.read(64 << 10)
+            if b'"traceEvents"' in head:
+                return True
+            head += fh.read((1 << 20) - len(head))
     except (OSError, EOFError):
         return True  # unreadable: let the reader say why
     return b'"traceEvents"' in head
