@@ -89,3 +89,20 @@ def test_path_matches_range_join_oracle(case: str, tmp_path: Path) -> None:
     n_kernels = _raw(src, "select count(*) as n from CUPTI_ACTIVITY_KIND_KERNEL")["n"][0]
     n_with_path = duckdb.sql(f"select count(path) from '{out}' where kind = 'kernel'").fetchall()[0][0]
     assert n_with_path == len(want) <= n_kernels
+
+
+@pytest.mark.parametrize(
+    ("n", "largest"),
+    [(3000, 4_000_000), (3000, 5000), (200_000, 3_000_000), (50, 1 << 40), (1, 0)],
+)
+def test_dense_codes_equal_numpy_unique(n: int, largest: int) -> None:
+    """Both ways of coding ids (lookup table for dense small ids, hashing for sparse
+    or large ones) give numpy.unique's sorted values and inverse."""
+    import numpy as np
+
+    from tracekit.attribute import dense_codes
+
+    values = np.random.default_rng(n).integers(0, largest + 1, n)
+    uniq, codes = dense_codes(values)
+    want_uniq, want_codes = np.unique(values, return_inverse=True)
+    assert np.array_equal(uniq, want_uniq) and np.array_equal(codes, want_codes)

@@ -63,8 +63,11 @@ def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
 
 def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct values, code of each value): a lookup table for small
-    non-negative ids (pids, tids), else a hash pass; never a sort of all rows."""
-    if len(values) and values.min() >= 0 and values.max() < (1 << 25):
+    non-negative ids (pids, tids) not far sparser than the rows (a table entry
+    costs about a thirtieth of a hashed row; Linux tids run to millions, and a
+    table that size for a few thousand ranges cost more than hashing them), else
+    a hash pass; never a sort of all rows."""
+    if len(values) and values.min() >= 0 and values.max() < min(1 << 25, 32 * len(values) + (1 << 16)):
         present = np.zeros(int(values.max()) + 1, bool)
         present[values] = True
         uniq = np.flatnonzero(present)
