@@ -6,6 +6,7 @@ printed as one line with exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -151,12 +152,9 @@ def ingest(
         )
         return
 
-    if as_json or not sys.stderr.isatty():
-        try:
-            res = do_ingest(paths, output, run=run, phase_map=phase_map, jobs=jobs)
-        finally:
-            _end_early()
-    else:
+    bar: Any = contextlib.nullcontext()
+    progress = None
+    if not as_json and sys.stderr.isatty():  # rich is imported for terminals only
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -165,23 +163,24 @@ def ingest(
             TimeElapsedColumn,
         )
 
-        with Progress(
+        bar = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=err.get(),
             transient=True,
-        ) as bar:
-            task = bar.add_task("ingesting", total=None)
+        )
+        task = bar.add_task("ingesting", total=None)
 
-            def progress(stage: str, i: int, n: int, path: Path) -> None:
-                bar.update(task, total=n, completed=i + (stage == "done"), description=f"{stage} {path.name}")
+        def progress(stage: str, i: int, n: int, path: Path) -> None:
+            bar.update(task, total=n, completed=i + (stage == "done"), description=f"{stage} {path.name}")
 
-            try:
-                res = do_ingest(paths, output, run=run, phase_map=phase_map, jobs=jobs, progress=progress)
-            finally:
-                _end_early()
+    try:
+        with bar:
+            res = do_ingest(paths, output, run=run, phase_map=phase_map, jobs=jobs, progress=progress)
+    finally:
+        _end_early()
     for w in res.warnings:
         _warn(w)
     if as_json:
