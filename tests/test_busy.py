@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ingest_cases import ingest_in_batches
 from oracle import union_length as _union
 
 import tracekit.busy as busy
@@ -228,11 +229,8 @@ def test_nsys_batch_boundaries_do_not_matter(tmp_path: Path, monkeypatch: pytest
     """The same export in one batch per table and in 777-row batches: every row keeps
     its busy values (also covered by test_nsys_stream's whole-row comparison)."""
     src = EXAMPLES / "h200_tp2" / "nsys" / "h200_tp2.sqlite.gz"
-    out = {}
-    for rows in (1 << 30, 777):
-        monkeypatch.setattr(nsys, "BATCH_ROWS", rows)
-        out[rows] = tmp_path / f"b{rows}.parquet"
-        ingest([src], out[rows], jobs=1)
+    whole, cut = ingest_in_batches(src, tmp_path, monkeypatch)
+    out = {1 << 30: whole, 777: cut}
     q = (
         "SELECT kind, start_ns, end_ns, correlation, busy_ns, step_busy_ns FROM read_parquet($f) "
         "WHERE busy_ns IS NOT NULL ORDER BY ALL"

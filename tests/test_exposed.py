@@ -24,12 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ingest_cases import ingest_case, ingest_in_batches
 from oracle import union_length as _union
 
 import tracekit.exposed as exposed
 from tracekit.exposed import covered_arrays, covered_in, exposed_column, merge_intervals
 from tracekit.ingest import ingest
-from tracekit.readers import nsys
 from tracekit.shell import init_sql
 from tracekit.sql import list_queries, run_query
 
@@ -287,17 +287,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_equals_the_old_sql(case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     _, make, batch_rows, overlaps = case
-    try:
-        inputs = make(tmp_path)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    for p in inputs:
-        if not p.exists():
-            pytest.skip(f"{p} not present")
-    if batch_rows is not None:
-        monkeypatch.setattr(nsys, "BATCH_ROWS", batch_rows)
-    run = tmp_path / "run.parquet"
-    ingest(inputs, run, jobs=2)
+    run = ingest_case(make, batch_rows, tmp_path, monkeypatch)
     n, covered = _check_run(run)
     assert (covered > 0) == overlaps, (n, covered)
 
@@ -335,11 +325,8 @@ def test_nsys_batch_boundaries_do_not_matter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _shifted_export(tmp_path)
-    out = {}
-    for rows in (1 << 30, 777):
-        monkeypatch.setattr(nsys, "BATCH_ROWS", rows)
-        out[rows] = tmp_path / f"b{rows}.parquet"
-        ingest([src], out[rows], jobs=1)
+    whole, cut = ingest_in_batches(src, tmp_path, monkeypatch)
+    out = {1 << 30: whole, 777: cut}
     q = (
         "SELECT kind, start_ns, end_ns, correlation, exposed_ns, launch_first FROM read_parquet($f) "
         "WHERE kind IN ('kernel', 'memcpy', 'memset') ORDER BY ALL"

@@ -18,11 +18,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from ingest_cases import ingest_case
 
 import tracekit.launches as launches
 from tracekit.ingest import ingest
 from tracekit.launches import first_of_launch, launch_first_column
-from tracekit.readers import nsys
 from tracekit.sql import run_query
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,17 +116,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_counts_equal_distinct_pairs(case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     _, make, batch_rows = case
-    try:
-        inputs = make(tmp_path)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    for p in inputs:
-        if not p.exists():
-            pytest.skip(f"{p} not present")
-    if batch_rows is not None:
-        monkeypatch.setattr(nsys, "BATCH_ROWS", batch_rows)
-    run = tmp_path / "run.parquet"
-    ingest(inputs, run, jobs=2)
+    run = ingest_case(make, batch_rows, tmp_path, monkeypatch)
     f = {"f": str(run)}
     groups = duckdb.connect().execute(_COUNTS, f).fetchall()
     assert groups and sum(g[3] for g in groups) > 0
