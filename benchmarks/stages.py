@@ -37,7 +37,7 @@ _STAGES = [  # (module, class or "", function)
     ("tracekit.readers.kineto", "", "read"),
     ("tracekit.ingest", "", "_trim"),
     ("tracekit.ingest", "", "choose"),
-    ("tracekit.ingest", "", "_classified"),
+    ("tracekit.ingest", "", "_classes"),
     ("tracekit.ingest", "", "attribute"),
     ("tracekit.ingest", "", "busy_columns"),
     ("tracekit.ingest", "", "exposed_column"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tracekit.ingest import ingest
@@ -106,3 +107,48 @@ def test_dense_codes_equal_numpy_unique(n: int, largest: int) -> None:
     uniq, codes = dense_codes(values)
     want_uniq, want_codes = np.unique(values, return_inverse=True)
     assert np.array_equal(uniq, want_uniq) and np.array_equal(codes, want_codes)
+
+
+def test_classes_made_beside_attribution_stay_on_their_rows() -> None:
+    """Ingest classifies a table while it is attributed (two threads); attribution
+    drops payload marker rows, and the classes must be dropped with them, not shift
+    onto the next row.  Expected by hand: a cuBLAS GEMM and an NCCL all-reduce, the
+    marker's payload on the range around it, every other row its own short name."""
+    from tracekit.ingest import _attributed
+    from tracekit.phasemap import choose
+
+    gemm = "ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_tn"
+    nccl = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)"
+    rows = [  # kind, name, tid, device, start, end, correlation, nested
+        ("range", "decode", 1, None, 0, 100, None, True),
+        ("range", "tracekit.payload:batch_size=4,tokens=4", 1, None, 10, 10, None, True),
+        ("runtime", "cudaLaunchKernel", 1, None, 20, 25, 5, None),
+        ("kernel", gemm, None, 0, 30, 40, 5, None),
+        ("runtime", "cudaLaunchKernel", 1, None, 45, 46, 6, None),
+        ("kernel", nccl, None, 0, 50, 60, 6, None),
+    ]
+    kind, name, tid, device, start, end, corr, nested = map(list, zip(*rows, strict=True))
+    table = pa.table(
+        {
+            "kind": pa.array(kind, pa.string()),
+            "name": pa.array(name, pa.string()),
+            "pid": pa.array([1] * len(rows), pa.int64()),
+            "tid": pa.array(tid, pa.int64()),
+            "device": pa.array(device, pa.int32()),
+            "start_ns": pa.array(start, pa.int64()),
+            "end_ns": pa.array(end, pa.int64()),
+            "correlation": pa.array(corr, pa.int64()),
+            "nested": pa.array(nested, pa.bool_()),
+        }
+    )
+    out = _attributed(table, choose("tracekit", ["decode"]), None).table
+    got = out.select(["name", "category", "short_name", "payload"]).to_pylist()
+    assert got == [
+        {"name": "decode", "category": None, "short_name": "decode",
+         "payload": '{"batch_size": 4, "tokens": 4}'},
+        {"name": "cudaLaunchKernel", "category": None, "short_name": "cudaLaunchKernel", "payload": None},
+        {"name": gemm, "category": "gemm", "short_name": gemm, "payload": None},
+        {"name": "cudaLaunchKernel", "category": None, "short_name": "cudaLaunchKernel", "payload": None},
+        {"name": nccl, "category": "communication",
+         "short_name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "payload": None},
+    ]  # fmt: skip

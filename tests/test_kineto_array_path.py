@@ -9,8 +9,11 @@ raw file, counted here in plain Python, never from the reader.
 from __future__ import annotations
 
 import collections
+import functools
 import gzip
 import json
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -419,3 +422,43 @@ def test_drain_ends_parses_nobody_took_over(tmp_path: Path, tmpdir_for_copies: P
     assert kineto_load._EARLY == {} and kineto_load._reading() == 0
     assert kineto_load._DB is None
     assert list(tmpdir_for_copies.iterdir()) == []
+
+
+# --- decompression and start-up ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="examples/traces/h200_tp4 is absent")
+@pytest.mark.parametrize("step", [1 << 12, 4 << 20])
+def test_gunzip_gives_the_bytes_gzip_gives(tmp_path: Path, step: int) -> None:
+    """The copy's decompressor against the standard library's, on a real trace and
+    on two gzip members back to back (``cat a.gz b.gz``, which gzip reads as one)."""
+    real = sorted(EXAMPLES.glob("*.json.gz"))[0].read_bytes()
+    two = tmp_path / "two.json.gz"
+    two.write_bytes(real + gzip.compress(b'{"more": 1}'))
+    for path in (sorted(EXAMPLES.glob("*.json.gz"))[0], two):
+        with path.open("rb") as raw:
+            src = kineto_load._Gunzip(raw)
+            got = b"".join(iter(functools.partial(src.read, step), b""))
+        assert got == gzip.decompress(path.read_bytes())
+
+
+def test_gunzip_refuses_a_file_cut_short(tmp_path: Path) -> None:
+    whole = gzip.compress(json.dumps({"traceEvents": _events(200)}).encode())
+    for cut in (12, len(whole) // 2, len(whole) - 3):
+        path = tmp_path / f"cut{cut}.json.gz"
+        path.write_bytes(whole[:cut])
+        with path.open("rb") as raw, pytest.raises(EOFError):
+            src = kineto_load._Gunzip(raw)
+            while src.read(1 << 16):
+                pass
+
+
+def test_the_reader_module_leaves_duckdb_unimported() -> None:
+    """The command line copies the first files while DuckDB imports: the module
+    that copies them must not import it (DuckDB comes with the first parse)."""
+    code = (
+        "import sys, tracekit.readers.kineto_load, tracekit.inputs, tracekit.readers; "
+        "print(sorted(m for m in ('duckdb', 'numpy', 'pyarrow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

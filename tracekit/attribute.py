@@ -55,6 +55,8 @@ class Attribution:
 
     table: pa.Table
     step_mode: str  # "step" (step ranges number steps) or "phase" (phase ranges do)
+    #: The input rows kept (None: all of them), to align columns made beside it.
+    kept: pa.BooleanArray | None = None
 
 
 def _np(col: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
@@ -786,9 +788,13 @@ def attribute(table: pa.Table, phase_map: PhaseMap, graph_nodes: pa.Table | None
             table = table.set_column(table.column_names.index(name), name, arr)
         else:
             table = table.append_column(name, arr)
+    kept = None
     if is_marker.any():
-        table = table.filter(pa.array(~is_marker))
-    return Attribution(table=table, step_mode=index.step_mode if index is not None else "phase")
+        kept = pa.array(~is_marker)
+        table = table.filter(kept)
+    return Attribution(
+        table=table, step_mode=index.step_mode if index is not None else "phase", kept=kept
+    )
 
 
 def marker_updates(index: RangeIndex) -> tuple[np.ndarray, list[str]]:

