@@ -409,7 +409,7 @@ def test_a_parse_started_early_is_taken_over(
     early = kineto.read(path)
     assert calls == [path]
     assert early.table.equals(plain.table)
-    assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert kineto_load._EARLY == {} and kineto_load._ACTIVE == 0
     assert kineto_load._DB is None
     assert list(tmpdir_for_copies.iterdir()) == []
 
@@ -419,7 +419,7 @@ def test_drain_ends_parses_nobody_took_over(tmp_path: Path, tmpdir_for_copies: P
     _write(path, "", _events(50), "", 2)
     kineto_load.start_early([path], 1)
     kineto_load.drain_early()
-    assert kineto_load._EARLY == {} and kineto_load._reading() == 0
+    assert kineto_load._EARLY == {} and kineto_load._ACTIVE == 0
     assert kineto_load._DB is None
     assert list(tmpdir_for_copies.iterdir()) == []
 

@@ -47,7 +47,7 @@ from tracekit.errors import TracekitError
 from tracekit.exposed import exposed_column
 from tracekit.inputs import expand_inputs, run_label
 from tracekit.launches import launch_first_column
-from tracekit.phasemap import choose
+from tracekit.phasemap import PhaseMap, choose
 from tracekit.readers import read, sniff
 from tracekit.schema import GPU_KINDS, SCHEMA, SCHEMA_VERSION, conform
 from tracekit.streamed import StreamedColumns
@@ -133,7 +133,7 @@ def _classified(table: pa.Table) -> pa.Table:
     return _with_columns(table, _classes(table))
 
 
-def _attributed(table: pa.Table, pm: Any, graph_nodes: pa.Table | None) -> Attribution:
+def _attributed(table: pa.Table, pm: PhaseMap, graph_nodes: pa.Table | None) -> Attribution:
     """:func:`classify` and :func:`attribute` on one whole table, side by side: they
     read different columns, and both spend most of their time in Arrow and NumPy
     without the GIL (the 54 MB trace, read alone: 0.12 s side by side, against

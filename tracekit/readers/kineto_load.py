@@ -266,16 +266,11 @@ def _close_if_idle() -> None:
             _DB = None
 
 
-def _reading() -> int:
-    with _DB_LOCK:
-        return _ACTIVE
-
-
 def _parts_for(array: int) -> int:
     """How many parts an array of ``array`` bytes is cut into: enough to keep each
-    under :func:`_part_max`, and enough to give every DuckDB thread one while fewer
-    files than threads are being read (several files read at once already keep
-    the threads busy, and each cut costs a copy of its rows)."""
+    under :func:`_part_max`, and enough to give every thread of the part pool
+    (:func:`_threads`) one while fewer files than threads are being read (several
+    files read at once already keep the threads busy, and each part costs CPU)."""
     if array < _PART_MIN * 2:
         return 1
     with _DB_LOCK:
