@@ -66,8 +66,22 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, inside user/nice]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def measure(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd``; wall seconds, peak tree RSS, max single-process RSS, stdout."""
+    """Run ``cmd``; wall seconds, peak tree RSS, max single-process RSS, stdout, and
+    the share of the machine's CPU time that the hypervisor stole meanwhile (a VM
+    whose host is busy runs everything slower; such repeats are not comparable)."""
+    ticks0 = _cpu_ticks()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
@@ -109,6 +123,10 @@ def measure(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -
     for r in readers:
         r.join(timeout=5)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    ticks1 = _cpu_ticks()
+    steal = None
+    if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
+        steal = round(100 * (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1]), 1)
     return {
         "cmd": " ".join(cmd),
         "rc": proc.returncode,
@@ -116,6 +134,7 @@ def measure(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -
         "wall_s": round(wall, 3),
         "peak_tree_rss_mb": round(peak / 2**20, 1),
         "max_process_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "steal_pct": steal,
         "stdout": "".join(out_chunks),
         "stderr_tail": "".join(err_chunks)[-2000:],
     }
@@ -246,6 +265,12 @@ def bench_kineto(cases: list[tuple[str, Path]], repeat: int, timeout: float) -> 
             row["speedup_pairs"] = [round(p, 2) for p in pairs]
             if pairs:
                 row["speedup_pair_median"] = round(statistics.median(pairs), 2)
+            steals = [
+                max(h["steal_pct"], t["steal_pct"])
+                for h, t in zip(runs["hta"], runs["tracekit"], strict=False)
+                if h.get("steal_pct") is not None and t.get("steal_pct") is not None
+            ]
+            row["steal_pct_pairs"] = steals
         print(json.dumps({k: v for k, v in row.items() if k not in ("hta", "tracekit")}), flush=True)
         rows.append(row)
     return rows
@@ -345,8 +370,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"machine: {res['machine']}", ""]
     if res.get("kineto"):
         lines += [
-            "| input | MB | events | HTA s | tracekit s | speedup (best / paired median) | HTA MB/s | tracekit MB/s | tracekit events/s | HTA peak RSS MB | tracekit peak RSS MB | memory tk/HTA |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| input | MB | events | HTA s | tracekit s | speedup (best / paired median) | HTA MB/s | tracekit MB/s | tracekit events/s | HTA peak RSS MB | tracekit peak RSS MB | memory tk/HTA | CPU stolen % (median of pairs) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["kineto"]:
             h, t = r.get("hta", {}), r.get("tracekit", {})
@@ -355,7 +380,8 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {r.get('speedup', 'n/a')} / {r.get('speedup_pair_median', 'n/a')} "
                 f"| {h.get('mb_per_s', 'n/a')} | {t.get('mb_per_s', 'n/a')} "
                 f"| {t.get('events_per_s', 'n/a'):,} | {h.get('peak_rss_mb', 'n/a')} | {t.get('peak_rss_mb', 'n/a')} "
-                f"| {r.get('memory_ratio', 'n/a')} |"
+                f"| {r.get('memory_ratio', 'n/a')} "
+                f"| {statistics.median(r['steal_pct_pairs']) if r.get('steal_pct_pairs') else 'n/a'} |"
             )
         lines.append("")
     if res.get("nsys"):
