@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from tracekit import __version__
+from tracekit.cpus import usable_cpus
 from tracekit.errors import TracekitError
 
 app = typer.Typer(
@@ -106,7 +107,7 @@ def _parse_early(paths: list[Path], jobs: int | None) -> None:
         return
     from tracekit.readers.kineto_load import start_early
 
-    start_early(files, min(jobs or os.cpu_count() or 1, len(files)))
+    start_early(files, min(jobs or usable_cpus(), len(files)))
 
 
 def _imports_done() -> None:
@@ -131,7 +132,7 @@ def ingest(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Parquet file to write (default: RUN.parquet here).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run label (default: the first file's stem).")] = None,
     phase_map: Annotated[str, typer.Option("--phase-map", help="Preset (auto, tracekit, lightllm, vllm, sglang, trtllm) or a TOML file.")] = "auto",
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Files ingested in parallel (default: CPU count).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Files ingested in parallel (default: the CPUs this process may use).")] = None,
     dask: Annotated[str | None, typer.Option("--dask", help="Scheduler address (tcp://host:8786) of an existing Dask cluster: ingest each file on a worker and write a folder of Parquet parts, one per input (-o names the folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

@@ -43,6 +43,7 @@ from tracekit.attribute import (
 )
 from tracekit.busy import busy_columns
 from tracekit.classify import classify
+from tracekit.cpus import usable_cpus
 from tracekit.errors import TracekitError
 from tracekit.exposed import exposed_column
 from tracekit.inputs import expand_inputs, run_label
@@ -640,7 +641,7 @@ def ingest(
     out_tmp = workdir / out.name
     n = len(files)
     try:
-        n_jobs = max(1, min(jobs or (os.cpu_count() or 1), n))
+        n_jobs = max(1, min(jobs or usable_cpus(), n))
         if families == {"kineto"}:
             from tracekit.readers.kineto_load import expect_files
 

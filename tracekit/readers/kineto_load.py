@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracekit.cpus import usable_cpus
 from tracekit.errors import TracekitError
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def _database() -> duckdb.DuckDBPyConnection:
 
 
 def _threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    return max(1, min(usable_cpus(), 8))
 
 
 _FILES_AT_ONCE = 1
